@@ -1,0 +1,39 @@
+# fmtrain — build, test, lint, bench.
+# `make test` is the command CI runs (through .ci/run) and the README promises.
+
+GO        ?= go
+PKGS      ?= ./...
+# cgo is needed by go-nvml (it dlopens libnvidia-ml at run time; no NVIDIA
+# headers or libraries are needed to build). Its vendored header is noisy.
+export CGO_CFLAGS ?= -Wno-deprecated-declarations
+BIN       := bin
+
+.PHONY: all build test test-short lint vet fmt bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+test:
+	$(GO) vet $(PKGS)
+	$(GO) test -race -timeout 14m $(PKGS)
+
+# Faster inner loop without the race detector.
+test-short:
+	$(GO) test -timeout 10m $(PKGS)
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -w .
+
+lint: vet
+	@out="$$(gofmt -l .)"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 10x $(PKGS)
+
+clean:
+	rm -rf $(BIN)
