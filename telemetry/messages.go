@@ -124,12 +124,12 @@ type Message struct {
 	// up); both are zero for a message that did not come from the stream.
 	Sequence uint64
 	Pending  uint64
-	Job     string
-	Kind    Kind
-	Rank    int
-	Metrics *Metrics
-	Log     *LogRecord
-	Event   *Event
+	Job      string
+	Kind     Kind
+	Rank     int
+	Metrics  *Metrics
+	Log      *LogRecord
+	Event    *Event
 }
 
 // Decode parses a message received on subject.
