@@ -1,0 +1,126 @@
+package collective
+
+// planKind says which schedule a plan follows.
+type planKind int
+
+const (
+	// planRing: at step s rank r sends segment r+shift−s and receives
+	// segment r+shift−s−1, reducing during steps < n−1 and copying after.
+	planRing planKind = 1 + iota
+	// planBroadcast: chunks flow from root along the ring.
+	planBroadcast
+)
+
+// plan is one operation's schedule, cut into units: one chunk of one
+// segment at one step (ring), or one chunk of the buffer (broadcast). Every
+// rank computes the same segment and chunk boundaries, so the stream between
+// two ranks needs no framing. A plan is a value inside the ring, refilled for
+// each call, so steady-state calls allocate nothing.
+type plan struct {
+	kind planKind
+	buf  []float32
+	op   Op
+
+	// planRing
+	firstStep, lastStep int // steps [firstStep, lastStep)
+	shift               int // segment rotation: 0 for all-reduce, n−1 for all-gather
+
+	// planBroadcast
+	root int
+
+	rank, size int
+	chunks     int // per segment (ring) or for the whole buffer (broadcast)
+}
+
+// layout fixes the chunking: every segment is cut into the same number of
+// chunks of at most chunkBytes, so a unit's index says both its step and its
+// chunk on every rank.
+func (p *plan) layout(rank, size, chunkBytes int) {
+	p.rank, p.size = rank, size
+	perChunk := max(1, chunkBytes/4)
+	span := len(p.buf)
+	if p.kind == planRing {
+		span = ceilDiv(len(p.buf), size)
+	}
+	p.chunks = max(1, ceilDiv(span, perChunk))
+}
+
+// segment returns segment j's bounds: the buffer split as evenly as integer
+// division allows (lengths differ by at most one; some are empty when the
+// buffer is shorter than the world).
+func (p *plan) segment(j int) (lo, hi int) {
+	n := len(p.buf)
+	return j * n / p.size, (j + 1) * n / p.size
+}
+
+// chunk returns chunk c of [lo, hi).
+func (p *plan) chunk(lo, hi, c int) (int, int) {
+	n := hi - lo
+	return lo + c*n/p.chunks, lo + (c+1)*n/p.chunks
+}
+
+// distance is how many hops downstream of root this rank is.
+func (p *plan) distance() int { return mod(p.rank-p.root, p.size) }
+
+func (p *plan) recvUnits() int {
+	if p.kind == planBroadcast {
+		if p.distance() == 0 {
+			return 0
+		}
+		return p.chunks
+	}
+	return (p.lastStep - p.firstStep) * p.chunks
+}
+
+func (p *plan) sendUnits() int {
+	if p.kind == planBroadcast {
+		if p.distance() == p.size-1 {
+			return 0 // next is root
+		}
+		return p.chunks
+	}
+	return (p.lastStep - p.firstStep) * p.chunks
+}
+
+// recvUnit returns receive unit u's bounds in buf, whether it is added to
+// buf (else copied over it), and whether it is the last addition to its
+// segment (where OpAverage divides).
+func (p *plan) recvUnit(u int) (lo, hi int, reduce, last bool) {
+	if p.kind == planBroadcast {
+		lo, hi = p.chunk(0, len(p.buf), u)
+		return lo, hi, false, false
+	}
+	s, c := p.firstStep+u/p.chunks, u%p.chunks
+	slo, shi := p.segment(mod(p.rank+p.shift-s-1, p.size))
+	lo, hi = p.chunk(slo, shi, c)
+	return lo, hi, s < p.size-1, s == p.size-2
+}
+
+// sendUnit returns send unit u's bounds and how many receive units must be
+// done before it may go (it forwards what they brought).
+func (p *plan) sendUnit(u int) (lo, hi, needRecv int) {
+	if p.kind == planBroadcast {
+		lo, hi = p.chunk(0, len(p.buf), u)
+		if p.distance() == 0 {
+			return lo, hi, 0
+		}
+		return lo, hi, u + 1
+	}
+	s, c := p.firstStep+u/p.chunks, u%p.chunks
+	slo, shi := p.segment(mod(p.rank+p.shift-s, p.size))
+	lo, hi = p.chunk(slo, shi, c)
+	if s == p.firstStep {
+		return lo, hi, 0
+	}
+	return lo, hi, u - p.chunks + 1
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+func mod(a, n int) int {
+	a %= n
+	if a < 0 {
+		a += n
+	}
+	return a
+}

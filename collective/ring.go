@@ -1,0 +1,415 @@
+package collective
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+)
+
+// ring is the TCP (or any StreamLayer) ring communicator.
+//
+// Rank r writes data to rank r+1 on next and reads data from rank r−1 on
+// prev. Each operation is a fixed schedule of units (one chunk of one
+// segment at one ring step) that both ends of a connection know, so the data
+// needs no framing. A persistent sender goroutine writes the send units;
+// the caller's goroutine reads (and reduces) the receive units. The send of
+// a unit waits only for the receive of the unit it forwards, so chunk k+1 is
+// on the wire while chunk k is reduced and chunk k−1 travels onwards.
+//
+// The reverse directions carry 8-byte abort notices: prev's towards rank
+// r−1, next's from rank r+1 (read by the notice goroutine). A rank that
+// detects a failure tells its predecessor, which tells its own, so the news
+// travels the whole ring backwards, around the dead rank.
+type ring struct {
+	rank, size int
+	jobID      string
+	generation uint64
+	addrs      []string
+	opts       Options
+	log        *slog.Logger
+	next, prev net.Conn // nil in a world of one
+
+	scratch  []float32 // receive buffer for reductions, reused by every call
+	barrier  []float32 // Size() floats for Barrier's all-gather
+	token    [1]float32
+	plan     plan          // the running operation; written only between operations
+	work     chan *plan    // caller → sender: start sending this plan
+	sendDone chan error    // sender → caller: the plan's sends finished
+	kick     chan struct{} // receiver → sender: recvDone advanced
+	recvDone atomic.Int64  // receive units finished in the running plan
+	busy     atomic.Bool   // an operation is running (catches concurrent use)
+	wg       sync.WaitGroup
+
+	dead      chan struct{} // closed by the first failure or Close
+	abortOnce sync.Once
+	mu        sync.Mutex // protects err and closed
+	err       error      // the first failure; sticky
+	closed    bool
+}
+
+var _ Communicator = (*ring)(nil)
+
+// recvPiece bounds one read+reduce, so the received bytes are still in
+// cache when they are added.
+const recvPiece = 64 << 10 / 4
+
+// notice kinds on the reverse direction.
+const (
+	noticePeerLost = 1 // the rank in the notice was lost
+	noticeAborted  = 2 // the sender itself closed or cancelled
+)
+
+func newRing(rv Rendezvous, opts Options, next, prev net.Conn) *ring {
+	r := &ring{
+		rank: rv.Rank, size: rv.WorldSize, jobID: rv.JobID, generation: rv.Generation,
+		addrs: append([]string(nil), rv.Addrs...), opts: opts,
+		log:  opts.Logger.With("job", rv.JobID, "generation", rv.Generation, "rank", rv.Rank),
+		next: next, prev: prev,
+		barrier:  make([]float32, rv.WorldSize),
+		work:     make(chan *plan),
+		sendDone: make(chan error, 1),
+		kick:     make(chan struct{}, 1),
+		dead:     make(chan struct{}),
+	}
+	if rv.WorldSize > 1 {
+		r.scratch = make([]float32, min(recvPiece, opts.ChunkBytes/4))
+		for i := range r.scratch { // first touch now, not in the first reduction
+			r.scratch[i] = 0
+		}
+		r.wg.Add(2)
+		go r.sendLoop()
+		go r.noticeLoop()
+	}
+	return r
+}
+
+func (r *ring) Rank() int { return r.rank }
+func (r *ring) Size() int { return r.size }
+
+// AllReduce is a reduce-scatter followed by an all-gather. The buffer is cut
+// into Size() segments; at step s rank r sends segment r−s and receives
+// segment r−s−1. During the first n−1 steps the received segment is added
+// to ours (each segment is summed in the fixed order of the ring starting at
+// its owner, so every rank ends with the same bits); during the last n−1 it
+// replaces ours. Each rank sends and receives 2(n−1)/n of the buffer.
+func (r *ring) AllReduce(ctx context.Context, buf []float32, op Op) error {
+	if op != OpSum && op != OpAverage {
+		return fmt.Errorf("collective: allreduce: invalid op %v", op)
+	}
+	if err := r.begin(); err != nil {
+		return r.opError("allreduce", err)
+	}
+	defer r.busy.Store(false)
+	if r.size == 1 || len(buf) == 0 {
+		return nil
+	}
+	r.plan = plan{kind: planRing, buf: buf, op: op, firstStep: 0, lastStep: 2*r.size - 2}
+	r.plan.layout(r.rank, r.size, r.opts.ChunkBytes)
+	return r.run(ctx, "allreduce")
+}
+
+// Broadcast pipelines root's buffer along the ring root → root+1 → … .
+func (r *ring) Broadcast(ctx context.Context, buf []float32, root int) error {
+	if root < 0 || root >= r.size {
+		return fmt.Errorf("collective: broadcast: root %d is outside 0..%d", root, r.size-1)
+	}
+	if err := r.begin(); err != nil {
+		return r.opError("broadcast", err)
+	}
+	defer r.busy.Store(false)
+	if r.size == 1 || len(buf) == 0 {
+		return nil
+	}
+	r.plan = plan{kind: planBroadcast, buf: buf, root: root}
+	r.plan.layout(r.rank, r.size, r.opts.ChunkBytes)
+	return r.run(ctx, "broadcast")
+}
+
+// AllGather copies send into its place in recv and runs the all-gather half
+// of AllReduce's schedule.
+func (r *ring) AllGather(ctx context.Context, send, recv []float32) error {
+	if len(recv) != r.size*len(send) {
+		return fmt.Errorf("collective: allgather: recv has %d floats, want %d (world size %d × send %d)", len(recv), r.size*len(send), r.size, len(send))
+	}
+	if err := r.begin(); err != nil {
+		return r.opError("allgather", err)
+	}
+	defer r.busy.Store(false)
+	return r.allGather(ctx, send, recv, "allgather")
+}
+
+// Barrier all-gathers one float: no rank can receive every rank's float
+// before every rank has sent it.
+func (r *ring) Barrier(ctx context.Context) error {
+	if err := r.begin(); err != nil {
+		return r.opError("barrier", err)
+	}
+	defer r.busy.Store(false)
+	return r.allGather(ctx, r.token[:], r.barrier, "barrier")
+}
+
+func (r *ring) allGather(ctx context.Context, send, recv []float32, name string) error {
+	copy(recv[r.rank*len(send):], send)
+	if r.size == 1 || len(send) == 0 {
+		return nil
+	}
+	// Rank r starts out owning segment r; AllReduce's all-gather steps
+	// n−1..2n−3 send segment r−s, so shift the segments by n−1.
+	r.plan = plan{kind: planRing, buf: recv, firstStep: r.size - 1, lastStep: 2*r.size - 2, shift: r.size - 1}
+	r.plan.layout(r.rank, r.size, r.opts.ChunkBytes)
+	return r.run(ctx, name)
+}
+
+// begin claims the communicator for one operation.
+func (r *ring) begin() error {
+	if !r.busy.CompareAndSwap(false, true) {
+		return errors.New("concurrent calls on one communicator (it is used by one goroutine at a time)")
+	}
+	r.mu.Lock()
+	err := r.err
+	r.mu.Unlock()
+	if err != nil {
+		r.busy.Store(false)
+	}
+	return err
+}
+
+// run executes r.plan: sends on the sender goroutine, receives here.
+func (r *ring) run(ctx context.Context, name string) error {
+	deadline := time.Now().Add(r.opts.Timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = r.prev.SetReadDeadline(deadline)
+	_ = r.next.SetWriteDeadline(deadline)
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() {
+			r.abort(context.Cause(ctx), noticeAborted, r.rank)
+		})
+		defer stop()
+	}
+
+	r.recvDone.Store(0)
+	select {
+	case r.work <- &r.plan:
+	case <-r.dead:
+		return r.opError(name, r.failure())
+	}
+	recvErr := r.receive(&r.plan)
+	sendErr := <-r.sendDone
+	r.plan.buf = nil // do not keep the caller's buffer alive
+	if recvErr == nil && sendErr == nil {
+		return nil
+	}
+	if recvErr != nil {
+		r.abort(recvErr, noticePeerLost, r.prevRank())
+	} else {
+		r.abort(sendErr, noticePeerLost, r.nextRank())
+	}
+	return r.opError(name, r.failure())
+}
+
+// receive reads the plan's receive units in order, reducing or copying them
+// into the buffer, and tells the sender after each unit.
+func (r *ring) receive(p *plan) error {
+	n := p.recvUnits()
+	for u := range n {
+		lo, hi, reduce, last := p.recvUnit(u)
+		if reduce {
+			for lo < hi {
+				m := min(hi-lo, len(r.scratch))
+				if err := readFloats(r.prev, r.scratch[:m]); err != nil {
+					return r.linkError(r.prevRank(), "receiving from", err)
+				}
+				dst := p.buf[lo : lo+m]
+				if last && p.op == OpAverage {
+					addDiv(dst, r.scratch[:m], float32(r.size))
+				} else {
+					add(dst, r.scratch[:m])
+				}
+				lo += m
+			}
+		} else if lo < hi {
+			if err := readFloats(r.prev, p.buf[lo:hi]); err != nil {
+				return r.linkError(r.prevRank(), "receiving from", err)
+			}
+		}
+		r.recvDone.Store(int64(u + 1))
+		select {
+		case r.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// sendLoop runs the send side of every plan until the ring dies.
+func (r *ring) sendLoop() {
+	defer r.wg.Done()
+	for {
+		select {
+		case p := <-r.work:
+			r.sendDone <- r.send(p)
+		case <-r.dead:
+			return
+		}
+	}
+}
+
+func (r *ring) send(p *plan) error {
+	n := p.sendUnits()
+	for u := range n {
+		lo, hi, need := p.sendUnit(u)
+		for r.recvDone.Load() < int64(need) {
+			select {
+			case <-r.kick:
+			case <-r.dead:
+				return r.failure()
+			}
+		}
+		if lo < hi {
+			if err := writeFloats(r.next, p.buf[lo:hi]); err != nil {
+				return r.linkError(r.nextRank(), "sending to", err)
+			}
+		}
+	}
+	return nil
+}
+
+// noticeLoop reads abort notices that rank r+1 sends backwards, and notices
+// when it goes away even while no operation runs.
+func (r *ring) noticeLoop() {
+	defer r.wg.Done()
+	var msg [8]byte
+	_, err := io.ReadFull(r.next, msg[:])
+	select {
+	case <-r.dead:
+		return // we closed or failed first; nothing more to learn
+	default:
+	}
+	if err != nil {
+		r.abort(r.linkError(r.nextRank(), "connection to", err), noticePeerLost, r.nextRank())
+		return
+	}
+	lost := int(binary.LittleEndian.Uint32(msg[4:]))
+	if lost < 0 || lost >= r.size {
+		lost = r.nextRank()
+	}
+	var cause error
+	switch msg[0] {
+	case noticeAborted:
+		cause = fmt.Errorf("rank %d closed or cancelled its communicator", lost)
+	default:
+		cause = fmt.Errorf("relayed by rank %d", r.nextRank())
+	}
+	r.abort(&PeerLostError{Peer: lost, Addr: r.addrs[lost], Bucket: -1, Err: cause}, noticePeerLost, lost)
+}
+
+// abort records the first failure, tells rank r−1 (so the news goes round
+// the ring), and unblocks this rank's pending reads and writes.
+func (r *ring) abort(cause error, kind byte, lost int) {
+	r.abortOnce.Do(func() {
+		r.mu.Lock()
+		r.err = cause
+		r.mu.Unlock()
+		close(r.dead)
+		if r.size == 1 {
+			return
+		}
+		r.log.Warn("collective: ring aborted", "err", cause)
+		var msg [8]byte
+		msg[0] = kind
+		binary.LittleEndian.PutUint32(msg[4:], uint32(lost))
+		_ = r.prev.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		_, _ = r.prev.Write(msg[:])
+		past := time.Unix(1, 0)
+		_ = r.prev.SetDeadline(past)
+		_ = r.next.SetDeadline(past)
+	})
+}
+
+// Close aborts any operation, tells the neighbours, and waits for the
+// ring's goroutines to end.
+func (r *ring) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	r.mu.Unlock()
+	r.abort(ErrClosed, noticeAborted, r.rank)
+	if r.size > 1 {
+		_ = r.next.Close()
+		_ = r.prev.Close()
+	}
+	r.wg.Wait()
+	return nil
+}
+
+func (r *ring) failure() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.err
+}
+
+// opError names the operation in a sticky failure.
+func (r *ring) opError(name string, err error) error {
+	var pl *PeerLostError
+	if errors.As(err, &pl) {
+		cp := *pl
+		cp.Op = name
+		return &cp
+	}
+	if errors.Is(err, ErrClosed) {
+		return err
+	}
+	return fmt.Errorf("collective: %s: %w", name, err)
+}
+
+// linkError turns an I/O error on the link to peer into ErrPeerLost, unless
+// this rank had already failed (then the first failure is the story).
+func (r *ring) linkError(peer int, doing string, err error) error {
+	select {
+	case <-r.dead:
+		return r.failure()
+	default:
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		err = fmt.Errorf("%s rank %d: no progress within the %v operation timeout: %w", doing, peer, r.opts.Timeout, err)
+	} else {
+		err = fmt.Errorf("%s rank %d: %w", doing, peer, err)
+	}
+	return &PeerLostError{Peer: peer, Addr: r.addrs[peer], Bucket: -1, Err: err}
+}
+
+func (r *ring) nextRank() int { return (r.rank + 1) % r.size }
+func (r *ring) prevRank() int { return (r.rank + r.size - 1) % r.size }
+
+// readFloats fills dst from c; the wire format is the host's little-endian
+// float32 layout, so the bytes go straight into the slice.
+func readFloats(c net.Conn, dst []float32) error {
+	_, err := io.ReadFull(c, floatBytes(dst))
+	return err
+}
+
+func writeFloats(c net.Conn, src []float32) error {
+	_, err := c.Write(floatBytes(src))
+	return err
+}
+
+func floatBytes(f []float32) []byte {
+	if len(f) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 4*len(f))
+}
