@@ -38,6 +38,7 @@ type Endpoint struct {
 	mu      sync.Mutex // protects the fields below
 	closed  bool
 	joining *joinSlot      // the Join in progress, or nil
+	latest  map[string]uint64 // the newest generation joined, per job
 	held    []*pendingConn // hellos waiting for a Join of their generation
 }
 
@@ -72,7 +73,7 @@ func NewEndpoint(layer StreamLayer, logger *slog.Logger) *Endpoint {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	e := &Endpoint{layer: layer, log: logger}
+	e := &Endpoint{layer: layer, log: logger, latest: make(map[string]uint64)}
 	e.wg.Add(1)
 	go e.acceptLoop()
 	return e
@@ -157,6 +158,8 @@ func (e *Endpoint) route(pc *pendingConn) (refusal string) {
 	case e.joining != nil && (h.jobID != e.joining.jobID || h.generation < e.joining.generation):
 		return fmt.Sprintf("this endpoint is joining job %q generation %d, not job %q generation %d",
 			e.joining.jobID, e.joining.generation, h.jobID, h.generation)
+	case h.generation < e.latest[h.jobID]:
+		return fmt.Sprintf("job %q is at generation %d here, not generation %d", h.jobID, e.latest[h.jobID], h.generation)
 	}
 	// A newer generation, or no Join yet: the peer got its assignment before
 	// us. Hold it until our Join for that generation arrives.
@@ -279,6 +282,7 @@ func (e *Endpoint) startJoin(slot *joinSlot) error {
 		return fmt.Errorf("collective: join of generation %d while generation %d is still joining", slot.generation, e.joining.generation)
 	}
 	e.joining = slot
+	e.latest[slot.jobID] = max(e.latest[slot.jobID], slot.generation)
 	kept := e.held[:0]
 	for _, pc := range e.held {
 		h := pc.hello

@@ -1,0 +1,186 @@
+package collective
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+var worldSizes = []int{1, 2, 3, 4, 7}
+
+// lengths returns the interesting buffer lengths for a world of n: empty,
+// one, around n, and large enough to span several chunks per segment.
+func lengths(n int) []int {
+	large := 5*MinChunkBytes/4*n + 3 // five chunks per segment, not divisible
+	return []int{0, 1, max(n-1, 0), n + 1, 1000, large}
+}
+
+// integer-valued inputs make every summation order exact.
+func intInput(rank, i int) float32 { return float32((rank + 1) * (i%13 + 1)) }
+
+func TestAllReduceExactSum(t *testing.T) {
+	noLeaks(t)
+	for _, n := range worldSizes {
+		c := newCluster(t, n, testOptions())
+		for _, length := range lengths(n) {
+			for _, op := range []Op{OpSum, OpAverage} {
+				t.Run(fmt.Sprintf("n=%d/len=%d/%v", n, length, op), func(t *testing.T) {
+					bufs := make([][]float32, n)
+					errs := each(n, func(r int) error {
+						bufs[r] = make([]float32, length)
+						for i := range bufs[r] {
+							bufs[r][i] = intInput(r, i)
+						}
+						return c.comms[r].AllReduce(context.Background(), bufs[r], op)
+					})
+					noErrors(t, errs)
+					for r := range n {
+						for i, got := range bufs[r] {
+							sum := float32(n*(n+1)/2) * float32(i%13+1)
+							want := sum
+							if op == OpAverage {
+								want = sum / float32(n)
+							}
+							if got != want {
+								t.Fatalf("rank %d element %d: got %v, want %v", r, i, got, want)
+							}
+						}
+					}
+				})
+			}
+		}
+		c.close()
+	}
+}
+
+func TestAllReduceBitIdenticalAcrossRanks(t *testing.T) {
+	for _, n := range worldSizes {
+		t.Run(fmt.Sprintf("n=%d", n), func(t *testing.T) {
+			c := newCluster(t, n, testOptions())
+			length := 3*MinChunkBytes/4*n + 5
+			inputs := make([][]float32, n)
+			bufs := make([][]float32, n)
+			rng := rand.New(rand.NewPCG(1, uint64(n)))
+			for r := range n {
+				inputs[r] = make([]float32, length)
+				for i := range inputs[r] {
+					inputs[r][i] = float32(rng.NormFloat64() * math.Pow(10, float64(rng.IntN(6)-3)))
+				}
+				bufs[r] = append([]float32(nil), inputs[r]...)
+			}
+			noErrors(t, each(n, func(r int) error {
+				return c.comms[r].AllReduce(context.Background(), bufs[r], OpSum)
+			}))
+			for i := range length {
+				var exact float64
+				var scale float64
+				for r := range n {
+					exact += float64(inputs[r][i])
+					scale += math.Abs(float64(inputs[r][i]))
+				}
+				if d := math.Abs(float64(bufs[0][i]) - exact); d > 1e-6*scale {
+					t.Fatalf("element %d: got %v, float64 sum %v (diff %g)", i, bufs[0][i], exact, d)
+				}
+				for r := 1; r < n; r++ {
+					if math.Float32bits(bufs[r][i]) != math.Float32bits(bufs[0][i]) {
+						t.Fatalf("element %d: rank %d has %v, rank 0 has %v", i, r, bufs[r][i], bufs[0][i])
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestBroadcastAllGatherBarrier(t *testing.T) {
+	noLeaks(t)
+	for _, n := range worldSizes {
+		c := newCluster(t, n, testOptions())
+		for _, length := range lengths(n) {
+			t.Run(fmt.Sprintf("n=%d/len=%d", n, length), func(t *testing.T) {
+				root := n / 2
+				got := make([][]float32, n)
+				noErrors(t, each(n, func(r int) error {
+					got[r] = make([]float32, length)
+					for i := range got[r] {
+						got[r][i] = intInput(r, i)
+					}
+					return c.comms[r].Broadcast(context.Background(), got[r], root)
+				}))
+				for r := range n {
+					for i, v := range got[r] {
+						if v != intInput(root, i) {
+							t.Fatalf("broadcast: rank %d element %d: got %v, want root's %v", r, i, v, intInput(root, i))
+						}
+					}
+				}
+
+				gathered := make([][]float32, n)
+				noErrors(t, each(n, func(r int) error {
+					send := make([]float32, length)
+					for i := range send {
+						send[i] = intInput(r, i)
+					}
+					gathered[r] = make([]float32, n*length)
+					return c.comms[r].AllGather(context.Background(), send, gathered[r])
+				}))
+				for r := range n {
+					for src := range n {
+						for i := range length {
+							if v := gathered[r][src*length+i]; v != intInput(src, i) {
+								t.Fatalf("allgather: rank %d block %d element %d: got %v, want %v", r, src, i, v, intInput(src, i))
+							}
+						}
+					}
+				}
+				noErrors(t, each(n, func(r int) error { return c.comms[r].Barrier(context.Background()) }))
+			})
+		}
+		c.close()
+	}
+}
+
+func TestInvalidArguments(t *testing.T) {
+	c := newCluster(t, 2, testOptions())
+	ctx := context.Background()
+	if err := c.comms[0].AllReduce(ctx, []float32{1}, Op(7)); err == nil {
+		t.Error("AllReduce with Op(7): no error")
+	}
+	if err := c.comms[0].Broadcast(ctx, []float32{1}, 2); err == nil {
+		t.Error("Broadcast from root 2 of 2: no error")
+	}
+	if err := c.comms[0].AllGather(ctx, make([]float32, 3), make([]float32, 5)); err == nil {
+		t.Error("AllGather into a recv of the wrong length: no error")
+	}
+	// The argument errors above must not have broken the ring.
+	bufs := [][]float32{{1, 2}, {3, 4}}
+	noErrors(t, each(2, func(r int) error { return c.comms[r].AllReduce(ctx, bufs[r], OpSum) }))
+	if bufs[0][0] != 4 || bufs[1][1] != 6 {
+		t.Fatalf("after argument errors: got %v", bufs)
+	}
+}
+
+func TestRendezvousValidate(t *testing.T) {
+	good := Rendezvous{JobID: "j", Generation: 1, Rank: 1, WorldSize: 2, Addrs: []string{"a", "b"}}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, mutate := range map[string]func(*Rendezvous){
+		"job id":     func(rv *Rendezvous) { rv.JobID = "" },
+		"world size": func(rv *Rendezvous) { rv.WorldSize = 0 },
+		"rank":       func(rv *Rendezvous) { rv.Rank = 2 },
+		"addrs":      func(rv *Rendezvous) { rv.Addrs = rv.Addrs[:1] },
+		"addr of":    func(rv *Rendezvous) { rv.Addrs = []string{"a", ""} },
+	} {
+		rv := good
+		rv.Addrs = append([]string(nil), good.Addrs...)
+		mutate(&rv)
+		err := rv.Validate()
+		if err == nil || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: got %v, want an error naming %q", name, err, name)
+		}
+	}
+}
+
