@@ -37,9 +37,9 @@ type Endpoint struct {
 
 	mu      sync.Mutex // protects the fields below
 	closed  bool
-	joining *joinSlot      // the Join in progress, or nil
+	joining *joinSlot         // the Join in progress, or nil
 	latest  map[string]uint64 // the newest generation joined, per job
-	held    []*pendingConn // hellos waiting for a Join of their generation
+	held    []*pendingConn    // hellos waiting for a Join of their generation
 }
 
 // pendingConn is an accepted connection whose hello has been read.

@@ -183,4 +183,3 @@ func TestRendezvousValidate(t *testing.T) {
 		}
 	}
 }
-
