@@ -1,4 +1,4 @@
-package telemetry
+package telemetry_test
 
 import (
 	"context"
@@ -7,46 +7,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	. "github.com/fmtrain/fmtrain/telemetry"
+	"github.com/fmtrain/fmtrain/telemetry/telemetrytest"
 )
 
-// startNATS runs a real embedded NATS server with JetStream and returns a
-// connection to it and a JetStream context with the stream created.
 func startNATS(t *testing.T) (*nats.Conn, jetstream.JetStream) {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-		NoSigs: true, NoLog: true, JetStreamMaxMemory: 64 << 20, JetStreamMaxStore: 256 << 20,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats server not ready")
-	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := EnsureStream(ctx, js, StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	// A second call must be harmless: every publisher process makes it.
-	if err := EnsureStream(ctx, js, StreamOptions{}); err != nil {
-		t.Fatalf("EnsureStream is not idempotent: %v", err)
-	}
-	return nc, js
+	s := telemetrytest.Start(t)
+	return s.Conn, s.JS
 }
 
 func TestSubjects(t *testing.T) {
