@@ -96,7 +96,7 @@ func (a *QwenImageAdapter) ModelOutputGrad(_ Inputs, outputs []*Tensor, dPred *T
 // the packed noisy target followed by the packed clean context latents
 // (batch "context_latents", a list), per-sample img_shapes, the text
 // attention mask, no CFG dropout; the prediction is the target's tokens.
-// It takes no arguments.
+// It ignores constructor arguments, as NeMo does.
 type QwenImageEditAdapter struct{}
 
 var (
@@ -104,12 +104,8 @@ var (
 	_ OutputGrad   = QwenImageEditAdapter{}
 )
 
-func newQwenImageEditAdapter(m map[string]any) (ModelAdapter, error) {
-	if err := newKwargs(m).done(); err != nil {
-		return nil, err
-	}
-	return QwenImageEditAdapter{}, nil
-}
+// newQwenImageEditAdapter ignores its arguments, as NeMo's (*args, **kwargs) does.
+func newQwenImageEditAdapter(map[string]any) (ModelAdapter, error) { return QwenImageEditAdapter{}, nil }
 
 // PrepareInputs implements ModelAdapter.
 func (QwenImageEditAdapter) PrepareInputs(c *Context) (Inputs, error) {

@@ -10,7 +10,7 @@ import (
 // SimpleAdapter is NeMo's SimpleAdapter (Wan 2.1/2.2 and the recipe
 // default): the model gets hidden_states = x_t, timestep = t in the compute
 // dtype (no /1000), encoder_hidden_states and attention_kwargs {"scale": 1}.
-// It ignores cfg_dropout_prob, as NeMo does. It takes no arguments.
+// It ignores cfg_dropout_prob, as NeMo does, and any constructor argument.
 type SimpleAdapter struct{}
 
 var (
@@ -18,12 +18,9 @@ var (
 	_ OutputGrad   = SimpleAdapter{}
 )
 
-func newSimpleAdapter(kw map[string]any) (ModelAdapter, error) {
-	if err := newKwargs(kw).done(); err != nil {
-		return nil, err
-	}
-	return SimpleAdapter{}, nil
-}
+// newSimpleAdapter ignores its arguments: NeMo's SimpleAdapter takes
+// (*args, **kwargs) and drops them.
+func newSimpleAdapter(map[string]any) (ModelAdapter, error) { return SimpleAdapter{}, nil }
 
 // PrepareInputs implements ModelAdapter.
 func (SimpleAdapter) PrepareInputs(c *Context) (Inputs, error) {

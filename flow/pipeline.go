@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"slices"
@@ -35,6 +36,10 @@ type Pipeline struct {
 	log     *slog.Logger
 	debug   bool
 	bsmntw  []float32 // built only for use_loss_weighting with bsmntw, as in NeMo
+
+	// onInputs, when set (by tests), sees a copy of the prepared inputs
+	// before Forward may change them.
+	onInputs func(Inputs)
 }
 
 // New validates cfg and builds a pipeline around adapter. cfg.AdapterType
@@ -230,6 +235,9 @@ func (p *Pipeline) Step(ctx context.Context, model Model, batch Batch, opts Step
 	inputs, err := p.adapter.PrepareInputs(fctx)
 	if err != nil {
 		return nil, fmt.Errorf("flow: step: preparing inputs: %w", err)
+	}
+	if p.onInputs != nil {
+		p.onInputs(maps.Clone(inputs))
 	}
 	pred, outputs, err := p.adapter.Forward(ctx, model, inputs)
 	if err != nil {
