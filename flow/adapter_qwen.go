@@ -105,7 +105,9 @@ var (
 )
 
 // newQwenImageEditAdapter ignores its arguments, as NeMo's (*args, **kwargs) does.
-func newQwenImageEditAdapter(map[string]any) (ModelAdapter, error) { return QwenImageEditAdapter{}, nil }
+func newQwenImageEditAdapter(map[string]any) (ModelAdapter, error) {
+	return QwenImageEditAdapter{}, nil
+}
 
 // PrepareInputs implements ModelAdapter.
 func (QwenImageEditAdapter) PrepareInputs(c *Context) (Inputs, error) {
