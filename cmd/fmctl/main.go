@@ -30,6 +30,8 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(
 		newBenchCmd(),
+		newWatchCmd(),
+		newLogsCmd(),
 	)
 	return root
 }
