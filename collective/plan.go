@@ -115,6 +115,16 @@ func (p *plan) sendUnit(u int) (lo, hi, needRecv int) {
 	return lo, hi, u - p.chunks + 1
 }
 
+// recvNeedsSent returns how many send units must be done before receive
+// unit u may overwrite its region: a ring segment received at step s was
+// sent by this rank at step s+1−n (during the all-gather half).
+func (p *plan) recvNeedsSent(u int) int {
+	if p.kind == planBroadcast {
+		return 0
+	}
+	return max(0, u-(p.size-1)*p.chunks+1)
+}
+
 func ceilDiv(a, b int) int { return (a + b - 1) / b }
 
 func mod(a, n int) int {

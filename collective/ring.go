@@ -45,7 +45,9 @@ type ring struct {
 	work     chan *plan    // caller → sender: start sending this plan
 	sendDone chan error    // sender → caller: the plan's sends finished
 	kick     chan struct{} // receiver → sender: recvDone advanced
+	sentKick chan struct{} // sender → receiver: sent advanced
 	recvDone atomic.Int64  // receive units finished in the running plan
+	sent     atomic.Int64  // send units finished in the running plan
 	busy     atomic.Bool   // an operation is running (catches concurrent use)
 	wg       sync.WaitGroup
 
@@ -78,6 +80,7 @@ func newRing(rv Rendezvous, opts Options, next, prev net.Conn) *ring {
 		work:     make(chan *plan),
 		sendDone: make(chan error, 1),
 		kick:     make(chan struct{}, 1),
+		sentKick: make(chan struct{}, 1),
 		dead:     make(chan struct{}),
 	}
 	if rv.WorldSize > 1 {
@@ -199,6 +202,7 @@ func (r *ring) run(ctx context.Context, name string) error {
 	}
 
 	r.recvDone.Store(0)
+	r.sent.Store(0)
 	select {
 	case r.work <- &r.plan:
 	case <-r.dead:
@@ -224,6 +228,18 @@ func (r *ring) receive(p *plan) error {
 	n := p.recvUnits()
 	for u := range n {
 		lo, hi, reduce, last := p.recvUnit(u)
+		// The region may still be going out from an earlier step. The ring
+		// itself orders the two (what arrives now was sent after ours was
+		// received), but only through the network, which neither Go's
+		// memory model nor the race detector sees; this wait makes it
+		// explicit, and in practice never blocks for long.
+		for need := int64(p.recvNeedsSent(u)); r.sent.Load() < need; {
+			select {
+			case <-r.sentKick:
+			case <-r.dead:
+				return r.failure()
+			}
+		}
 		if reduce {
 			for lo < hi {
 				m := min(hi-lo, len(r.scratch))
@@ -280,6 +296,11 @@ func (r *ring) send(p *plan) error {
 			if err := writeFloats(r.next, p.buf[lo:hi]); err != nil {
 				return r.linkError(r.nextRank(), "sending to", err)
 			}
+		}
+		r.sent.Store(int64(u + 1))
+		select {
+		case r.sentKick <- struct{}{}:
+		default:
 		}
 	}
 	return nil
