@@ -16,8 +16,8 @@ const (
 	PhaseIdle
 	// PhaseTraining: running one generation of one job.
 	PhaseTraining
-	// PhaseDraining: asked to stop (SIGTERM); finishing the current
-	// generation's step until the coordinator re-forms without this worker.
+	// PhaseDraining: asked to stop (SIGTERM); the current generation is
+	// finishing its step.
 	PhaseDraining
 	// PhaseStopped: nothing left to do; Run returns.
 	PhaseStopped
@@ -92,7 +92,8 @@ type Action struct {
 //     form a new generation (a new number) after a failure;
 //   - a new assignment while another generation trains stops the old one
 //     first and starts the new one once the old one has ended;
-//   - draining starts nothing new and exits once nothing trains.
+//   - draining stops the current generation at its next step boundary,
+//     starts nothing new and exits once nothing trains.
 //
 // Not safe for concurrent use: the driver owns it from one goroutine.
 type Lifecycle struct {
@@ -183,18 +184,23 @@ func (l *Lifecycle) Ended(g GenerationKey) []Action {
 	return nil
 }
 
-// Drain records a request to stop (SIGTERM). The current generation keeps
-// training until the coordinator withdraws it (Assigned with another
-// generation or none) or the driver's grace period ends (it then issues its
-// own stop and calls Ended); with nothing training the worker exits now.
+// Drain records a request to stop (SIGTERM). The protocol asks a leaving
+// worker to finish its current step and go (the coordinator re-forms the job
+// without it from the last checkpoint), so a training generation is stopped
+// at its next step boundary and the worker exits once it has returned; with
+// nothing training the worker exits now.
 func (l *Lifecycle) Drain() []Action {
-	if l.phase == PhaseStopped {
+	if l.phase == PhaseStopped || l.draining {
 		return nil
 	}
 	l.draining, l.hasNext = true, false
 	if l.running {
 		l.phase = PhaseDraining
-		return nil
+		if l.stopping {
+			return nil
+		}
+		l.stopping = true
+		return []Action{{Kind: ActionStop, Gen: l.training}}
 	}
 	l.phase = PhaseStopped
 	return []Action{{Kind: ActionExit}}

@@ -69,19 +69,20 @@ func TestLifecycle(t *testing.T) {
 			{"nothing starts after", assigned(&g1), nil, PhaseStopped},
 			{"drain twice", drain, nil, PhaseStopped},
 		}},
-		{"drain while training waits for the coordinator", []step{
+		{"drain while training stops at the step boundary", []step{
 			{"register", registered, nil, PhaseIdle},
 			{"assigned", assigned(&g1), start(g1), PhaseTraining},
-			{"drain", drain, nil, PhaseDraining},
-			{"still assigned: keep stepping", assigned(&g1), nil, PhaseDraining},
-			{"re-formed without us", assigned(&g2), stop(g1), PhaseDraining},
+			{"drain", drain, stop(g1), PhaseDraining},
+			{"drain again", drain, nil, PhaseDraining},
+			{"still assigned: no second stop", assigned(&g1), nil, PhaseDraining},
+			{"re-formed without us: nothing new", assigned(&g2), nil, PhaseDraining},
 			{"returns: exit, g2 not started", ended(g1), exit, PhaseStopped},
 		}},
 		{"drain drops a queued assignment", []step{
 			{"register", registered, nil, PhaseIdle},
 			{"assigned", assigned(&g1), start(g1), PhaseTraining},
 			{"re-formed", assigned(&g2), stop(g1), PhaseTraining},
-			{"drain", drain, nil, PhaseDraining},
+			{"drain: already stopping", drain, nil, PhaseDraining},
 			{"returns", ended(g1), exit, PhaseStopped},
 		}},
 	}
