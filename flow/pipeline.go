@@ -37,9 +37,9 @@ type Pipeline struct {
 	debug   bool
 	bsmntw  []float32 // built only for use_loss_weighting with bsmntw, as in NeMo
 
-	// onInputs, when set (by tests), sees a copy of the prepared inputs
-	// before Forward may change them.
-	onInputs func(Inputs)
+	// onPrepared, when set (by tests), sees the adapter's context and a
+	// copy of the prepared inputs before Forward may change them.
+	onPrepared func(*Context, Inputs)
 }
 
 // New validates cfg and builds a pipeline around adapter. cfg.AdapterType
@@ -236,8 +236,8 @@ func (p *Pipeline) Step(ctx context.Context, model Model, batch Batch, opts Step
 	if err != nil {
 		return nil, fmt.Errorf("flow: step: preparing inputs: %w", err)
 	}
-	if p.onInputs != nil {
-		p.onInputs(maps.Clone(inputs))
+	if p.onPrepared != nil {
+		p.onPrepared(fctx, maps.Clone(inputs))
 	}
 	pred, outputs, err := p.adapter.Forward(ctx, model, inputs)
 	if err != nil {
