@@ -50,8 +50,10 @@ type Backend interface {
 	// LayerNormForward normalises each row of in[rows,cols] (no affine,
 	// eps LayerNormEps, biased variance) and saves mean[rows], rstd[rows].
 	LayerNormForward(out, mean, rstd, in []float32, rows, cols int)
-	// LayerNormBackward accumulates din from dout and forward's saved values.
-	LayerNormBackward(din, dout, in, mean, rstd []float32, rows, cols int)
+	// LayerNormBackward accumulates din from dout, forward's normalised
+	// output out and rstd (out and rstd are all it needs, so callers keep
+	// the LN output and may drop its input).
+	LayerNormBackward(din, dout, out, rstd []float32, rows, cols int)
 
 	// ModulateForward: out[b,n,:] = in[b,n,:]·(1+scale[b,:]) + shift[b,:] for
 	// in [B,N,D]; row b of shift and scale starts at b*modStride (they are

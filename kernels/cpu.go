@@ -199,16 +199,16 @@ func (c *CPU) LayerNormForward(out, mean, rstd, in []float32, rows, cols int) {
 }
 
 // LayerNormBackward implements Backend.
-func (c *CPU) LayerNormBackward(din, dout, in, mean, rstd []float32, rows, cols int) {
+func (c *CPU) LayerNormBackward(din, dout, out, rstd []float32, rows, cols int) {
 	j := &c.ln
-	*j = layerNormJob{backward: true, out: din, dout: dout, mean: mean, rstd: rstd, in: in, cols: cols}
+	*j = layerNormJob{backward: true, out: din, dout: dout, rstd: rstd, in: out, cols: cols}
 	c.pool.do(j, rows, rowGrain(cols))
 	*j = layerNormJob{}
 }
 
 type layerNormJob struct {
 	backward                  bool
-	out, dout, mean, rstd, in []float32 // out is din when backward
+	out, dout, mean, rstd, in []float32 // backward: out is din, in is forward's output
 	cols                      int
 }
 
@@ -237,17 +237,15 @@ func (j *layerNormJob) run(_, lo, hi int) {
 			continue
 		}
 		dy := j.dout[i*n : (i+1)*n]
-		mf, rf := j.mean[i], j.rstd[i]
+		rf := j.rstd[i]
 		var sDy, sDyX float32
-		for k, v := range x {
-			xhat := (v - mf) * rf
+		for k, xhat := range x {
 			sDy += dy[k]
 			sDyX += dy[k] * xhat
 		}
 		sDy /= float32(n)
 		sDyX /= float32(n)
-		for k, v := range x {
-			xhat := (v - mf) * rf
+		for k, xhat := range x {
 			o[k] += rf * (dy[k] - sDy - xhat*sDyX)
 		}
 	}

@@ -93,7 +93,7 @@ func TestCPUOpsDoNotAllocate(t *testing.T) {
 		b.LinearForward(qkv, x, w, bias, B*N, D, 3*D)
 		b.LinearBackward(y, w, bias, qkv, x, w, B*N, D, 3*D)
 		b.LayerNormForward(y, lse[:B*N], lse[B*N:2*B*N], x, B*N, D)
-		b.LayerNormBackward(y, x, x, lse[:B*N], lse[B*N:2*B*N], B*N, D)
+		b.LayerNormBackward(y, x, x, lse[B*N:2*B*N], B*N, D)
 		b.ModulateForward(y, x, mod, mod[D:], B, N, D, 6*D)
 		b.ModulateBackward(y, mod, mod[D:], x, x, mod[D:], B, N, D, 6*D)
 		b.GatedResidualForward(y, x, mod, B, N, D, 6*D)

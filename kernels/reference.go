@@ -106,23 +106,21 @@ func (Reference) LayerNormForward(out, mean, rstd, in []float32, rows, cols int)
 }
 
 // LayerNormBackward implements Backend.
-func (Reference) LayerNormBackward(din, dout, in, mean, rstd []float32, rows, cols int) {
+func (Reference) LayerNormBackward(din, dout, out, rstd []float32, rows, cols int) {
 	for i := 0; i < rows; i++ {
-		x := in[i*cols : (i+1)*cols]
+		xhat := out[i*cols : (i+1)*cols]
 		dy := dout[i*cols : (i+1)*cols]
-		m, s := float64(mean[i]), float64(rstd[i])
+		s := float64(rstd[i])
 		var sumDy, sumDyXhat float64
-		for j, v := range x {
-			xhat := (float64(v) - m) * s
+		for j, x := range xhat {
 			sumDy += float64(dy[j])
-			sumDyXhat += float64(dy[j]) * xhat
+			sumDyXhat += float64(dy[j]) * float64(x)
 		}
 		sumDy /= float64(cols)
 		sumDyXhat /= float64(cols)
 		dx := din[i*cols : (i+1)*cols]
-		for j, v := range x {
-			xhat := (float64(v) - m) * s
-			dx[j] += float32(s * (float64(dy[j]) - sumDy - xhat*sumDyXhat))
+		for j, x := range xhat {
+			dx[j] += float32(s * (float64(dy[j]) - sumDy - float64(x)*sumDyXhat))
 		}
 	}
 }
