@@ -14,6 +14,8 @@
 // concurrently.
 package jobspec
 
+import "github.com/fmtrain/fmtrain/flow"
+
 // Spec is one training job.
 type Spec struct {
 	// Name is a human label (the job id is assigned at submission).
@@ -29,7 +31,7 @@ type Spec struct {
 	MaxWorkers int `yaml:"max_workers"`
 
 	Model         Model         `yaml:"model"`
-	FlowMatching  FlowMatching  `yaml:"flow_matching"`
+	FlowMatching  flow.Config   `yaml:"flow_matching"`
 	Data          Data          `yaml:"data"`
 	Optimizer     Optimizer     `yaml:"optimizer"`
 	LRScheduler   *LRScheduler  `yaml:"lr_scheduler"`
@@ -192,7 +194,7 @@ func Default() *Spec {
 		Device:       DefaultDevice,
 		MinWorkers:   DefaultMinWorkers,
 		MaxWorkers:   DefaultMaxWorkers,
-		FlowMatching: defaultFlowMatching(),
+		FlowMatching: flow.DefaultConfig(),
 		Data:         Data{Shuffle: DefaultShuffle},
 		Optimizer: Optimizer{
 			Name:        DefaultOptimizer,

@@ -66,7 +66,7 @@ func (s *Spec) validateModel(v *validator) {
 
 func (s *Spec) validateFlow(v *validator) {
 	if err := s.FlowMatching.Validate(); err != nil {
-		v.errs = append(v.errs, err)
+		v.errs = append(v.errs, fmt.Errorf("flow_matching: %w", err))
 	}
 }
 
@@ -207,44 +207,6 @@ func (c DiTConfig) Validate() error {
 	if m := c.MLPRatio * float64(c.HiddenSize); !(c.MLPRatio > 0) || m != math.Trunc(m) {
 		v.add("model.mlp_ratio (%g) must be > 0 and make mlp_ratio × hidden_size (%d) a whole number", c.MLPRatio, c.HiddenSize)
 	}
-	return errors.Join(v.errs...)
-}
-
-// Validate checks the flow_matching section against what the pipeline
-// accepts.
-func (f FlowMatching) Validate() error {
-	var v validator
-	adapters := []string{"simple", "hunyuan", "flux", "flux2", "qwen_image", "qwen_image_edit", "ltx2"}
-	if !oneOf(f.AdapterType, adapters) {
-		v.add("flow_matching.adapter_type (%q) must be one of %v", f.AdapterType, adapters)
-	}
-	v.positive("flow_matching.num_train_timesteps", f.NumTrainTimesteps)
-	samplers := []string{"uniform", "logit_normal", "lognorm", "mode", "mix", "beta"}
-	if !oneOf(f.TimestepSampling, samplers) {
-		v.add("flow_matching.timestep_sampling (%q) must be one of %v", f.TimestepSampling, samplers)
-	}
-	if !(f.FlowShift > 0) {
-		v.add("flow_matching.flow_shift (%g) must be > 0", f.FlowShift)
-	}
-	v.probability("flow_matching.i2v_prob", f.I2VProb)
-	v.probability("flow_matching.cfg_dropout_prob", f.CFGDropoutProb)
-	v.probability("flow_matching.mix_uniform_ratio", f.MixUniformRatio)
-	if !(f.LogitStd > 0) {
-		v.add("flow_matching.logit_std (%g) must be > 0", f.LogitStd)
-	}
-	if !(f.BetaAlpha > 0) || !(f.BetaBeta > 0) {
-		v.add("flow_matching.beta_alpha (%g) and beta_beta (%g) must both be > 0", f.BetaAlpha, f.BetaBeta)
-	}
-	v.probability("flow_matching.sigma_min", f.SigmaMin)
-	v.probability("flow_matching.sigma_max", f.SigmaMax)
-	if f.SigmaMin > f.SigmaMax {
-		v.add("flow_matching.sigma_min (%g) cannot exceed sigma_max (%g)", f.SigmaMin, f.SigmaMax)
-	}
-	if f.LossWeightingScheme != "linear" && f.LossWeightingScheme != "bsmntw" {
-		v.add("flow_matching.loss_weighting_scheme (%q) must be \"linear\" or \"bsmntw\"", f.LossWeightingScheme)
-	}
-	v.positive("flow_matching.log_interval", f.LogInterval)
-	v.positive("flow_matching.summary_log_interval", f.SummaryLogInterval)
 	return errors.Join(v.errs...)
 }
 
