@@ -191,17 +191,15 @@ func ParseConfig(data []byte) (Config, error) {
 // without the section yields DefaultConfig.
 func ConfigFromJobYAML(data []byte) (Config, error) {
 	var doc struct {
-		FlowMatching *yaml.Node `yaml:"flow_matching"`
+		FlowMatching yaml.Node `yaml:"flow_matching"`
 	}
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return Config{}, fmt.Errorf("flow: reading job YAML: %w", err)
 	}
 	cfg := DefaultConfig()
-	if doc.FlowMatching != nil && doc.FlowMatching.Kind != 0 {
-		if doc.FlowMatching.Kind == yaml.ScalarNode && doc.FlowMatching.Tag == "!!null" {
-			return cfg, cfg.Validate()
-		}
-		if err := doc.FlowMatching.Decode(&cfg); err != nil {
+	n := &doc.FlowMatching
+	if n.Kind != 0 && !(n.Kind == yaml.ScalarNode && n.Tag == "!!null") {
+		if err := n.Decode(&cfg); err != nil {
 			return Config{}, err
 		}
 	}
