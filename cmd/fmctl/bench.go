@@ -9,6 +9,9 @@ func newBenchCmd() *cobra.Command {
 		Use:   "bench",
 		Short: "Measure fmtrain's speed (training step, all-reduce)",
 	}
-	cmd.AddCommand()
+	cmd.AddCommand(
+		newBenchAllReduceCmd(),
+		newBenchAllReduceRankCmd(),
+	)
 	return cmd
 }
