@@ -137,7 +137,7 @@ func TestPlanElasticCoverage(t *testing.T) {
 					t.Fatal(err)
 				}
 				for a := 0; a < p.Accumulation(); a++ {
-					stepPos = append(stepPos, p.Positions(step, a)...)
+					stepPos = append(stepPos, p.Positions(step*G, a)...)
 				}
 			}
 			slices.Sort(stepPos)

@@ -55,10 +55,12 @@ func Permutation(n int, seed uint64, epoch int) []int {
 }
 
 // Plan divides each optimizer step's global batch among the ranks of one
-// generation: step s reads positions [s·G, (s+1)·G); micro-batch a of rank r
-// reads the L positions starting at s·G + (a·W + r)·L. Every rank of every
-// generation uses the same formula, so changing the world size between
-// steps neither repeats nor skips a sample.
+// generation: a step starting at global position P reads [P, P+G);
+// micro-batch a of rank r reads the L positions starting at P + (a·W + r)·L.
+// Steps start at multiples of G (from wherever the run started), and every
+// rank of every generation uses the same formula, so changing the world size
+// between steps neither repeats nor skips a sample — and the chunks of L
+// positions are the same for every world size.
 type Plan struct {
 	GlobalBatch, LocalBatch int
 	World, Rank             int
@@ -81,10 +83,10 @@ func (p Plan) Validate() error {
 	return nil
 }
 
-// Positions returns the global positions of micro-batch micro of step step
-// for the plan's rank.
-func (p Plan) Positions(step int64, micro int) []int64 {
-	base := step*int64(p.GlobalBatch) + int64((micro*p.World+p.Rank)*p.LocalBatch)
+// Positions returns the global positions of micro-batch micro, for the
+// plan's rank, of the step that starts at global position start.
+func (p Plan) Positions(start int64, micro int) []int64 {
+	base := start + int64((micro*p.World+p.Rank)*p.LocalBatch)
 	out := make([]int64, p.LocalBatch)
 	for j := range out {
 		out[j] = base + int64(j)

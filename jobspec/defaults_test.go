@@ -16,7 +16,7 @@ func TestDefaults(t *testing.T) {
 		MinWorkers:    1,
 		MaxWorkers:    1,
 		FlowMatching:  flow.DefaultConfig(),
-		Data:          Data{Shuffle: true},
+		Data:          Data{Shuffle: true, TextDropoutProb: 0.1},
 		Optimizer:     Optimizer{Name: "adamw", LR: 1e-4, Betas: []float64{0.9, 0.999}, Eps: 1e-8, WeightDecay: 0.01},
 		ClipGradNorm:  ClipGradNorm{MaxNorm: 1},
 		EMA:           EMA{},

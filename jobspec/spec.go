@@ -58,6 +58,14 @@ type Data struct {
 	Manifest string `yaml:"manifest"`
 	// Shuffle reshuffles the sample order every epoch from the job seed.
 	Shuffle bool `yaml:"shuffle"`
+	// TextDropoutProb is the probability that a sample's text embeddings
+	// (and mask) are replaced by zeros while training: the unconditional
+	// input classifier-free guidance samples with. fmtrain applies it when
+	// loading, so it works for every adapter; NeMo's simple and hunyuan
+	// adapters drop nothing, so set 0 to reproduce NeMo's numbers exactly.
+	// (flow_matching.cfg_dropout_prob still acts inside the Flux and Qwen
+	// adapters as in NeMo.)
+	TextDropoutProb float64 `yaml:"text_dropout_prob"`
 }
 
 // Optimizer is AdamW with PyTorch's semantics (torch.optim.AdamW).
@@ -163,6 +171,7 @@ const (
 	DefaultMinWorkers      = 1
 	DefaultMaxWorkers      = 1
 	DefaultShuffle         = true
+	DefaultTextDropout     = 0.1
 	DefaultOptimizer       = "adamw"
 	DefaultLR              = 1e-4
 	DefaultBeta1           = 0.9
@@ -195,7 +204,7 @@ func Default() *Spec {
 		MinWorkers:   DefaultMinWorkers,
 		MaxWorkers:   DefaultMaxWorkers,
 		FlowMatching: flow.DefaultConfig(),
-		Data:         Data{Shuffle: DefaultShuffle},
+		Data:         Data{Shuffle: DefaultShuffle, TextDropoutProb: DefaultTextDropout},
 		Optimizer: Optimizer{
 			Name:        DefaultOptimizer,
 			LR:          DefaultLR,

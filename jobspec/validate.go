@@ -29,6 +29,7 @@ func (s *Spec) Validate() error {
 	if s.Data.Manifest == "" {
 		v.add("data.manifest is required (the path of the dataset's manifest.json)")
 	}
+	v.probability("data.text_dropout_prob", s.Data.TextDropoutProb)
 	s.validateOptim(&v)
 	s.validateSteps(&v)
 	if s.Checkpoint.Enabled && s.Checkpoint.CheckpointDir == "" {
