@@ -27,7 +27,9 @@ func submit(id string, minW, maxW, global, local int, sec int) JobSubmitted {
 	return JobSubmitted{JobID: id, Spec: testSpec(id, minW, maxW, global, local, 100, "cpu"), Revision: int64(sec + 1), At: at(sec)}
 }
 
-func reg(id string, sec int) WorkerRegistered { return WorkerRegistered{Worker: worker(id), At: at(sec)} }
+func reg(id string, sec int) WorkerRegistered {
+	return WorkerRegistered{Worker: worker(id), At: at(sec)}
+}
 
 func rep(w, job string, gen uint64, kind api.ReportKind, step int64, sec int) Reported {
 	r := api.Report{WorkerID: w, JobID: job, Generation: gen, Kind: kind, Step: step}

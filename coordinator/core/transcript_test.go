@@ -251,4 +251,3 @@ func diff(want, got string) string {
 	}
 	return ""
 }
-
