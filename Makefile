@@ -37,3 +37,9 @@ bench:
 
 clean:
 	rm -rf $(BIN)
+
+# Compile cuda/prototypes.h against Debian's real CUDA headers (fetched once,
+# headers only, from bookworm non-free through a private apt sources file).
+.PHONY: cuda-headers-check
+cuda-headers-check:
+	./scripts/cuda-headers-check.sh
