@@ -43,3 +43,6 @@ clean:
 .PHONY: cuda-headers-check
 cuda-headers-check:
 	./scripts/cuda-headers-check.sh
+
+# Images, the compose cluster and the multi-host test (needs Docker).
+include deploy/deploy.mk

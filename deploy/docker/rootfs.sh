@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
 done
 
 rm -rf "$out"
-mkdir -p "$out/tmp" "$out/etc" "$out/var/lib/fmtrain" "$out/var/lib/etcd" "$out/var/lib/nats"
+mkdir -p "$out/tmp" "$out/etc" "$out/shared" "$out/var/lib/fmtrain" "$out/var/lib/etcd" "$out/var/lib/nats"
 chmod 1777 "$out/tmp"
 printf 'root:x:0:0:root:/root:/sbin/nologin\nfmtrain:x:65532:65532:fmtrain:/var/lib/fmtrain:/sbin/nologin\n' >"$out/etc/passwd"
 printf 'root:x:0:\nfmtrain:x:65532:\n' >"$out/etc/group"
