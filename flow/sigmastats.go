@@ -100,3 +100,31 @@ func quantileLinear(sorted []float64, p float64) float64 {
 	}
 	return sorted[i] + (h-float64(i))*(sorted[i+1]-sorted[i])
 }
+
+// SamplerDescription is a one-line description of what cfg's sampler draws,
+// naming only the parameters that matter for it.
+func (c *Config) SamplerDescription() string {
+	clamp := fmt.Sprintf("clamp [%g, %g], T=%d", c.SigmaMin, c.SigmaMax, c.NumTrainTimesteps)
+	switch {
+	case !c.UseSigmaNoise:
+		return "uniform σ, no shift (use_sigma_noise=false), " + clamp
+	case c.TimestepSampling == SamplingBeta:
+		return fmt.Sprintf("beta(α=%g, β=%g), no shift, %s", c.BetaAlpha, c.BetaBeta, clamp)
+	}
+	var u string
+	switch c.TimestepSampling {
+	case SamplingLogitNormal:
+		u = fmt.Sprintf("logit_normal(mean=%g, std=%g)", c.LogitMean, c.LogitStd)
+	case SamplingLognorm, SamplingMix:
+		u = c.TimestepSampling + " (sigmoid of N(0,1))"
+	case SamplingMode:
+		u = "mode (scale 1.29)"
+	default:
+		u = c.TimestepSampling
+	}
+	mix := ""
+	if c.TimestepSampling != SamplingUniform && c.MixUniformRatio > 0 {
+		mix = fmt.Sprintf(", whole batch uniform with p=%g", c.MixUniformRatio)
+	}
+	return fmt.Sprintf("%s%s, flow_shift %g, %s", u, mix, c.FlowShift, clamp)
+}

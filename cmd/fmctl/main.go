@@ -32,6 +32,7 @@ func newRootCmd() *cobra.Command {
 		newBenchCmd(),
 		newWatchCmd(),
 		newLogsCmd(),
+		newSigmasCmd(),
 	)
 	return root
 }
