@@ -56,5 +56,6 @@ cluster-down:
 test-multihost:
 	@if ! docker info >/dev/null 2>&1; then \
 		echo "test-multihost: SKIPPED: Docker is not available here (docker info failed)"; exit 0; fi; \
+	$(GO) vet -tags multihost ./deploy/multihost/ && \
 	$(MAKE) images && \
 	FMTRAIN_COMPOSE="$(COMPOSE)" $(GO) test -tags multihost -count=1 -v -timeout 40m ./deploy/multihost/
