@@ -14,7 +14,10 @@
 // concurrently.
 package jobspec
 
-import "github.com/fmtrain/fmtrain/flow"
+import (
+	"github.com/fmtrain/fmtrain/flow"
+	"github.com/fmtrain/fmtrain/model"
+)
 
 // Spec is one training job.
 type Spec struct {
@@ -49,7 +52,7 @@ type Model struct {
 	// and weights the job starts from. Exclusive with the config fields.
 	FromCheckpoint string `yaml:"from_checkpoint"`
 	// DiT is the FM-DiT configuration (keys inline under model:).
-	DiT DiTConfig `yaml:",inline"`
+	DiT model.Config `yaml:",inline"`
 }
 
 // Data points at the dataset.

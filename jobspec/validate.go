@@ -3,6 +3,7 @@ package jobspec
 import (
 	"errors"
 	"fmt"
+	"github.com/fmtrain/fmtrain/model"
 	"math"
 )
 
@@ -51,12 +52,12 @@ func (s *Spec) Validate() error {
 func (s *Spec) validateModel(v *validator) {
 	m := s.Model
 	if m.FromCheckpoint != "" {
-		if !m.DiT.IsZero() {
+		if m.DiT != (model.Config{}) {
 			v.add("model.from_checkpoint (%q) takes the model config from the checkpoint; remove the other model keys", m.FromCheckpoint)
 		}
 		return
 	}
-	if m.DiT.IsZero() {
+	if m.DiT == (model.Config{}) {
 		v.add("model needs either from_checkpoint or an FM-DiT config (in_channels, out_channels, patch_size, hidden_size, depth, num_heads, mlp_ratio, text_dim)")
 		return
 	}
@@ -186,29 +187,6 @@ func (s *Spec) WorldSizeFor(available int) int {
 		}
 	}
 	return 0
-}
-
-// Validate checks the FM-DiT config's fields and constraints (fm-dit.md).
-func (c DiTConfig) Validate() error {
-	var v validator
-	v.positive("model.in_channels", c.InChannels)
-	v.positive("model.out_channels", c.OutChannels)
-	v.positive("model.patch_size", c.PatchSize)
-	v.positive("model.patch_size_t", c.PatchSizeT)
-	v.positive("model.hidden_size", c.HiddenSize)
-	v.positive("model.depth", c.Depth)
-	v.positive("model.num_heads", c.NumHeads)
-	v.positive("model.text_dim", c.TextDim)
-	if c.HiddenSize > 0 && c.HiddenSize%16 != 0 {
-		v.add("model.hidden_size (%d) must be a multiple of 16", c.HiddenSize)
-	}
-	if c.HiddenSize > 0 && c.NumHeads > 0 && c.HiddenSize%c.NumHeads != 0 {
-		v.add("model.hidden_size (%d) must be a multiple of model.num_heads (%d)", c.HiddenSize, c.NumHeads)
-	}
-	if m := c.MLPRatio * float64(c.HiddenSize); !(c.MLPRatio > 0) || m != math.Trunc(m) {
-		v.add("model.mlp_ratio (%g) must be > 0 and make mlp_ratio × hidden_size (%d) a whole number", c.MLPRatio, c.HiddenSize)
-	}
-	return errors.Join(v.errs...)
 }
 
 // validator collects problems so one Parse reports all of them.

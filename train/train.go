@@ -210,7 +210,7 @@ func checkData(s *jobspec.Spec, ds *data.Dataset) error {
 	if ds.Len() < s.StepScheduler.GlobalBatchSize {
 		return fmt.Errorf("train: dataset %s has %d samples, fewer than global_batch_size (%d)", s.Data.Manifest, ds.Len(), s.StepScheduler.GlobalBatchSize)
 	}
-	if d := s.Model.DiT; !d.IsZero() && (d.TextDim != m.TextDim) {
+	if d := s.Model.DiT; d.TextDim != 0 && d.TextDim != m.TextDim {
 		return fmt.Errorf("train: model.text_dim (%d) does not match the dataset's text_dim (%d)", d.TextDim, m.TextDim)
 	}
 	return nil
