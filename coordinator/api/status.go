@@ -34,9 +34,13 @@ func (s JobState) Terminal() bool {
 // JobStatus is what the coordinator writes to JobStatusKey(JobID) whenever
 // the job changes, and what fmctl status/list show.
 type JobStatus struct {
-	JobID string   `json:"job_id"`
-	Name  string   `json:"name,omitempty"`
-	State JobState `json:"state"`
+	// Version increases with every status the coordinator decides on; a
+	// status is never replaced by one with a lower Version (a deposed
+	// leader's late write loses).
+	Version uint64   `json:"version"`
+	JobID   string   `json:"job_id"`
+	Name    string   `json:"name,omitempty"`
+	State   JobState `json:"state"`
 	// Step is the last optimizer step reported; MaxSteps the spec's (0 when
 	// the job runs by epochs).
 	Step     int64 `json:"step"`

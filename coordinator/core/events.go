@@ -59,6 +59,13 @@ type ReformDue struct {
 	At         time.Time `json:"at"`
 }
 
+// LeaderAnnounced: replica ID leads and serves the worker API at HTTP;
+// followers forward there.
+type LeaderAnnounced struct {
+	ID   string `json:"id"`
+	HTTP string `json:"http"`
+}
+
 // ActionsDone: the leader executed every outbox action up to Seq.
 type ActionsDone struct {
 	Seq uint64 `json:"seq"`
@@ -71,6 +78,7 @@ func (WorkerLost) eventName() string       { return "worker_lost" }
 func (Reported) eventName() string         { return "reported" }
 func (ReformDue) eventName() string        { return "reform_due" }
 func (ActionsDone) eventName() string      { return "actions_done" }
+func (LeaderAnnounced) eventName() string  { return "leader_announced" }
 
 // CommandVersion is the version of the encoding EncodeEvent writes. Decode
 // refuses newer versions: an old binary must not guess at a new command.
@@ -116,6 +124,8 @@ func DecodeEvent(b []byte) (Event, error) {
 		ev = &ReformDue{}
 	case "actions_done":
 		ev = &ActionsDone{}
+	case "leader_announced":
+		ev = &LeaderAnnounced{}
 	default:
 		return nil, fmt.Errorf("core: unknown command type %q", env.Type)
 	}
@@ -142,6 +152,8 @@ func deref(ev Event) Event {
 	case *ReformDue:
 		return *e
 	case *ActionsDone:
+		return *e
+	case *LeaderAnnounced:
 		return *e
 	}
 	return ev

@@ -79,6 +79,9 @@ type State struct {
 	WorkerSeq uint64   `json:"worker_seq"`
 	ActionSeq uint64   `json:"action_seq"`
 	Outbox    []Action `json:"outbox"`
+	// Coordinators maps replica ids to the HTTP address they announced
+	// when they became leader.
+	Coordinators map[string]string `json:"coordinators"`
 
 	out []Action // actions of the Step in progress
 }
@@ -88,7 +91,7 @@ func NewState(cfg Config) *State {
 	if cfg.MaxRestarts <= 0 {
 		cfg.MaxRestarts = DefaultMaxRestarts
 	}
-	return &State{Config: cfg, Jobs: map[string]*Job{}, Workers: map[string]*Worker{}}
+	return &State{Config: cfg, Jobs: map[string]*Job{}, Workers: map[string]*Worker{}, Coordinators: map[string]string{}}
 }
 
 // Encode writes the state as JSON (the raft snapshot).
@@ -111,6 +114,9 @@ func DecodeState(r io.Reader) (*State, error) {
 	}
 	if s.Workers == nil {
 		s.Workers = map[string]*Worker{}
+	}
+	if s.Coordinators == nil {
+		s.Coordinators = map[string]string{}
 	}
 	for _, j := range s.Jobs {
 		j.spec, _ = jobspec.Parse([]byte(j.Spec)) // invalid specs were failed at submission
@@ -145,6 +151,9 @@ func (s *State) Step(ev Event) []Action {
 			i++
 		}
 		s.Outbox = slices.Clone(s.Outbox[i:])
+		return nil
+	case LeaderAnnounced:
+		s.Coordinators[e.ID] = e.HTTP
 		return nil
 	default:
 		panic(fmt.Sprintf("core: Step: unknown event %T", ev))
@@ -512,6 +521,7 @@ func (s *State) publish(j *Job, e telemetry.Event) {
 func (s *State) writeStatus(j *Job, at time.Time) {
 	st := s.Status(j.ID)
 	st.UpdatedAt = at
+	st.Version = s.ActionSeq + 1 // the Seq emit gives the action carrying it
 	s.emit(Action{Kind: WriteJobStatus, JobID: j.ID, Status: st})
 }
 

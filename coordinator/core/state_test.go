@@ -277,7 +277,7 @@ func TestOutboxAndSnapshotRoundTrip(t *testing.T) {
 func TestEventEncodingRoundTrip(t *testing.T) {
 	evs := []Event{submit("j", 1, 2, 12, 2, 0), JobCancelled{JobID: "j", Reason: "user", Revision: 3, At: at(1)},
 		reg("a", 1), WorkerLost{WorkerID: "a", Reason: "r", At: at(2)}, rep("a", "j", 1, api.ReportCheckpoint, 10, 3),
-		ReformDue{JobID: "j", Generation: 2, At: at(4)}, ActionsDone{Seq: 7}}
+		ReformDue{JobID: "j", Generation: 2, At: at(4)}, ActionsDone{Seq: 7}, LeaderAnnounced{ID: "c0", HTTP: "http://c0:7070"}}
 	for _, ev := range evs {
 		b, err := EncodeEvent(ev)
 		if err != nil {
