@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -176,7 +177,7 @@ func New(opts Options) (*Node, error) {
 			return nil, fmt.Errorf("coordinator: listening for HTTP on %s: %w", opts.HTTPAddr, err)
 		}
 		n.listener = l
-		n.httpURL = "http://" + l.Addr().String()
+		n.httpURL = "http://" + advertisable(l.Addr().(*net.TCPAddr))
 	}
 	if opts.HTTPAdvertise != "" {
 		n.httpURL = strings.TrimRight(opts.HTTPAdvertise, "/")
@@ -416,4 +417,15 @@ func (w slogWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// advertisable is addr as another host can dial it: an unspecified IP
+// (0.0.0.0, ::) is replaced by the host name.
+func advertisable(addr *net.TCPAddr) string {
+	if addr.IP.IsUnspecified() {
+		if host, err := os.Hostname(); err == nil {
+			return net.JoinHostPort(host, strconv.Itoa(addr.Port))
+		}
+	}
+	return addr.String()
 }
