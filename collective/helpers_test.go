@@ -40,7 +40,7 @@ func newCluster(t *testing.T, n int, opts Options) *cluster {
 }
 
 // joinAll joins every endpoint concurrently and fails the test on error.
-func joinAll(t *testing.T, eps []*Endpoint, addrs []string, job string, gen uint64, opts Options) []Communicator {
+func joinAll(t testing.TB, eps []*Endpoint, addrs []string, job string, gen uint64, opts Options) []Communicator {
 	t.Helper()
 	comms := make([]Communicator, len(eps))
 	errs := make([]error, len(eps))
@@ -82,7 +82,7 @@ func each(n int, f func(rank int) error) []error {
 	return errs
 }
 
-func noErrors(t *testing.T, errs []error) {
+func noErrors(t testing.TB, errs []error) {
 	t.Helper()
 	for r, err := range errs {
 		if err != nil {

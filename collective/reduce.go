@@ -40,3 +40,10 @@ func addDiv(dst, src []float32, n float32) {
 		dst[i] = (dst[i] + src[i]) / n
 	}
 }
+
+// div sets dst[i] /= n.
+func div(dst []float32, n float32) {
+	for i := range dst {
+		dst[i] /= n
+	}
+}

@@ -37,9 +37,11 @@ type ring struct {
 	opts       Options
 	log        *slog.Logger
 	next, prev net.Conn // nil in a world of one
+	inline     bool     // small plans may run on the caller's goroutine (see inlineOK)
 
 	scratch  []float32 // receive buffer for reductions, reused by every call
 	barrier  []float32 // Size() floats for Barrier's all-gather
+	gathered []float32 // Size() × the small-message limit, for allReduceSmall
 	token    [1]float32
 	plan     plan          // the running operation; written only between operations
 	work     chan *plan    // caller → sender: start sending this plan
@@ -56,6 +58,7 @@ type ring struct {
 	mu        sync.Mutex // protects err and closed
 	err       error      // the first failure; sticky
 	closed    bool
+	nextGone  bool // rank r+1 closed between operations (noticeClosed)
 }
 
 var _ Communicator = (*ring)(nil)
@@ -64,10 +67,30 @@ var _ Communicator = (*ring)(nil)
 // cache when they are added.
 const recvPiece = 64 << 10 / 4
 
+// inlineMaxBytes bounds what a rank may have written ahead of its
+// successor on the inline path. Linux's default TCP buffers (tcp_rmem 128
+// KiB plus the send buffer) absorb more without the reader's help; loopback
+// absorbs megabytes.
+const inlineMaxBytes = 64 << 10
+
+// smallAllReduceBytes bounds the bytes each rank sends in allReduceSmall,
+// (n−1)·len(buf)·4. Below it a message costs mostly latency, so fewer steps
+// win over fewer bytes.
+const smallAllReduceBytes = 64 << 10
+
+// smallLimit is the longest buffer (in floats) allReduceSmall takes.
+func (r *ring) smallLimit() int {
+	if r.size < 2 {
+		return 0
+	}
+	return smallAllReduceBytes / 4 / (r.size - 1)
+}
+
 // notice kinds on the reverse direction.
 const (
 	noticePeerLost = 1 // the rank in the notice was lost
-	noticeAborted  = 2 // the sender itself closed or cancelled
+	noticeAborted  = 2 // the sender gave up inside an operation (cancelled or closed)
+	noticeClosed   = 3 // the sender closed between operations
 )
 
 func newRing(rv Rendezvous, opts Options, next, prev net.Conn) *ring {
@@ -85,8 +108,15 @@ func newRing(rv Rendezvous, opts Options, next, prev net.Conn) *ring {
 	}
 	if rv.WorldSize > 1 {
 		r.scratch = make([]float32, min(recvPiece, opts.ChunkBytes/4))
+		_, nextTCP := next.(*net.TCPConn)
+		_, prevTCP := prev.(*net.TCPConn)
+		r.inline = nextTCP && prevTCP
+		r.gathered = make([]float32, rv.WorldSize*r.smallLimit())
 		for i := range r.scratch { // first touch now, not in the first reduction
 			r.scratch[i] = 0
+		}
+		for i := range r.gathered {
+			r.gathered[i] = 0
 		}
 		r.wg.Add(2)
 		go r.sendLoop()
@@ -115,9 +145,32 @@ func (r *ring) AllReduce(ctx context.Context, buf []float32, op Op) error {
 	if r.size == 1 || len(buf) == 0 {
 		return nil
 	}
+	if len(buf) <= r.smallLimit() {
+		return r.allReduceSmall(ctx, buf, op)
+	}
 	r.plan = plan{kind: planRing, buf: buf, op: op, firstStep: 0, lastStep: 2*r.size - 2}
 	r.plan.layout(r.rank, r.size, r.opts.ChunkBytes)
 	return r.run(ctx, "allreduce")
+}
+
+// allReduceSmall is the latency path: the ring all-gathers every rank's
+// whole buffer (n−1 steps instead of 2(n−1); one exchange for two ranks),
+// then every rank adds the n buffers in rank order, so all ranks compute
+// the same bits.
+func (r *ring) allReduceSmall(ctx context.Context, buf []float32, op Op) error {
+	m := len(buf)
+	all := r.gathered[:r.size*m]
+	if err := r.allGather(ctx, buf, all, "allreduce"); err != nil {
+		return err
+	}
+	copy(buf, all[:m])
+	for src := 1; src < r.size; src++ {
+		add(buf, all[src*m:(src+1)*m])
+	}
+	if op == OpAverage {
+		div(buf, float32(r.size))
+	}
+	return nil
 }
 
 // Broadcast pipelines root's buffer along the ring root → root+1 → … .
@@ -188,6 +241,11 @@ func (r *ring) begin() error {
 
 // run executes r.plan: sends on the sender goroutine, receives here.
 func (r *ring) run(ctx context.Context, name string) error {
+	if ctx.Err() != nil {
+		// Peers may already be waiting for us: abort so that they learn.
+		r.abort(context.Cause(ctx), noticeAborted, r.rank)
+		return r.opError(name, r.failure())
+	}
 	deadline := time.Now().Add(r.opts.Timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
@@ -201,6 +259,14 @@ func (r *ring) run(ctx context.Context, name string) error {
 		defer stop()
 	}
 
+	if r.inlineOK(&r.plan) {
+		err := r.runInline(&r.plan)
+		r.plan.buf = nil
+		if err != nil {
+			return r.opError(name, err)
+		}
+		return nil
+	}
 	r.recvDone.Store(0)
 	r.sent.Store(0)
 	select {
@@ -227,7 +293,6 @@ func (r *ring) run(ctx context.Context, name string) error {
 func (r *ring) receive(p *plan) error {
 	n := p.recvUnits()
 	for u := range n {
-		lo, hi, reduce, last := p.recvUnit(u)
 		// The region may still be going out from an earlier step. The ring
 		// itself orders the two (what arrives now was sent after ours was
 		// received), but only through the network, which neither Go's
@@ -240,29 +305,71 @@ func (r *ring) receive(p *plan) error {
 				return r.failure()
 			}
 		}
-		if reduce {
-			for lo < hi {
-				m := min(hi-lo, len(r.scratch))
-				if err := readFloats(r.prev, r.scratch[:m]); err != nil {
-					return r.linkError(r.prevRank(), "receiving from", err)
-				}
-				dst := p.buf[lo : lo+m]
-				if last && p.op == OpAverage {
-					addDiv(dst, r.scratch[:m], float32(r.size))
-				} else {
-					add(dst, r.scratch[:m])
-				}
-				lo += m
-			}
-		} else if lo < hi {
-			if err := readFloats(r.prev, p.buf[lo:hi]); err != nil {
-				return r.linkError(r.prevRank(), "receiving from", err)
-			}
+		if err := r.recvUnit(p, u); err != nil {
+			return err
 		}
 		r.recvDone.Store(int64(u + 1))
 		select {
 		case r.kick <- struct{}{}:
 		default:
+		}
+	}
+	return nil
+}
+
+// recvUnit reads receive unit u and adds it to, or copies it over, its
+// region of the buffer.
+func (r *ring) recvUnit(p *plan, u int) error {
+	lo, hi, reduce, last := p.recvUnit(u)
+	if !reduce {
+		if err := readFloats(r.prev, p.buf[lo:hi]); err != nil {
+			return r.linkError(r.prevRank(), "receiving from", err)
+		}
+		return nil
+	}
+	for lo < hi {
+		m := min(hi-lo, len(r.scratch))
+		if err := readFloats(r.prev, r.scratch[:m]); err != nil {
+			return r.linkError(r.prevRank(), "receiving from", err)
+		}
+		dst := p.buf[lo : lo+m]
+		if last && p.op == OpAverage {
+			addDiv(dst, r.scratch[:m], float32(r.size))
+		} else {
+			add(dst, r.scratch[:m])
+		}
+		lo += m
+	}
+	return nil
+}
+
+// inlineOK says whether r.plan may run on the caller's goroutine alone,
+// writing each step before reading it. That is only safe when the
+// transport buffers everything this rank can get ahead of its successor
+// (at most n−1 units), which loopback and LAN TCP sockets do for small
+// messages, and saves the hand-offs to the sender goroutine that dominate
+// a small message's latency.
+func (r *ring) inlineOK(p *plan) bool {
+	if !r.inline || p.kind != planRing || p.chunks != 1 {
+		return false
+	}
+	maxUnit := ceilDiv(len(p.buf), p.size)
+	return (p.size-1)*maxUnit*4 <= inlineMaxBytes
+}
+
+// runInline executes a one-chunk ring plan step by step: send, then receive.
+func (r *ring) runInline(p *plan) error {
+	for u := range p.sendUnits() {
+		lo, hi, _ := p.sendUnit(u)
+		if lo < hi {
+			if err := writeFloats(r.next, p.buf[lo:hi]); err != nil {
+				r.abort(r.linkError(r.nextRank(), "sending to", err), noticePeerLost, r.nextRank())
+				return r.failure()
+			}
+		}
+		if err := r.recvUnit(p, u); err != nil {
+			r.abort(err, noticePeerLost, r.prevRank())
+			return r.failure()
 		}
 	}
 	return nil
@@ -327,8 +434,17 @@ func (r *ring) noticeLoop() {
 	}
 	var cause error
 	switch msg[0] {
+	case noticeClosed:
+		// Rank r+1 finished every operation it joined, so it has all our
+		// data of the operation we may still be finishing. Only a later
+		// send to it fails; make that happen at once.
+		r.mu.Lock()
+		r.nextGone = true
+		r.mu.Unlock()
+		_ = r.next.SetWriteDeadline(time.Unix(1, 0))
+		return
 	case noticeAborted:
-		cause = fmt.Errorf("rank %d closed or cancelled its communicator", lost)
+		cause = fmt.Errorf("rank %d closed or cancelled its communicator during an operation", lost)
 	default:
 		cause = fmt.Errorf("relayed by rank %d", r.nextRank())
 	}
@@ -358,8 +474,11 @@ func (r *ring) abort(cause error, kind byte, lost int) {
 	})
 }
 
-// Close aborts any operation, tells the neighbours, and waits for the
-// ring's goroutines to end.
+// Close ends this rank's membership. Between operations it is graceful:
+// peers still finishing the last operation finish it, and fail only when
+// they next need this rank. During an operation (another goroutine's) it
+// aborts, and every peer's operation fails. Close waits for the ring's
+// goroutines to end.
 func (r *ring) Close() error {
 	r.mu.Lock()
 	if r.closed {
@@ -368,13 +487,37 @@ func (r *ring) Close() error {
 	}
 	r.closed = true
 	r.mu.Unlock()
-	r.abort(ErrClosed, noticeAborted, r.rank)
+	if r.busy.CompareAndSwap(false, true) {
+		r.closeGracefully()
+		r.busy.Store(false)
+	} else {
+		r.abort(ErrClosed, noticeAborted, r.rank)
+	}
 	if r.size > 1 {
 		_ = r.next.Close()
 		_ = r.prev.Close()
 	}
 	r.wg.Wait()
 	return nil
+}
+
+// closeGracefully tells rank r−1 that this rank left between operations,
+// and makes later calls return ErrClosed.
+func (r *ring) closeGracefully() {
+	r.abortOnce.Do(func() {
+		r.mu.Lock()
+		r.err = ErrClosed
+		r.mu.Unlock()
+		close(r.dead)
+		if r.size == 1 {
+			return
+		}
+		var msg [8]byte
+		msg[0] = noticeClosed
+		binary.LittleEndian.PutUint32(msg[4:], uint32(r.rank))
+		_ = r.prev.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		_, _ = r.prev.Write(msg[:])
+	})
 }
 
 func (r *ring) failure() error {
@@ -405,7 +548,12 @@ func (r *ring) linkError(peer int, doing string, err error) error {
 		return r.failure()
 	default:
 	}
-	if errors.Is(err, os.ErrDeadlineExceeded) {
+	r.mu.Lock()
+	gone := r.nextGone && peer == r.nextRank()
+	r.mu.Unlock()
+	if gone {
+		err = fmt.Errorf("rank %d closed its communicator", peer)
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
 		err = fmt.Errorf("%s rank %d: no progress within the %v operation timeout: %w", doing, peer, r.opts.Timeout, err)
 	} else {
 		err = fmt.Errorf("%s rank %d: %w", doing, peer, err)

@@ -15,7 +15,7 @@ import (
 )
 
 // tcpCluster joins n ranks over loopback TCP, all in this process.
-func tcpCluster(t *testing.T, n int, opts Options) []Communicator {
+func tcpCluster(t testing.TB, n int, opts Options) []Communicator {
 	t.Helper()
 	var eps []*Endpoint
 	var addrs []string
@@ -206,5 +206,25 @@ func runChildRank() {
 		if i == 0 {
 			fmt.Println("running")
 		}
+	}
+}
+
+// TestCloseAfterLastOperation: ranks close as soon as their last operation
+// returns, while slower ranks are still finishing it; those must succeed.
+func TestCloseAfterLastOperation(t *testing.T) {
+	noLeaks(t)
+	for range 5 {
+		const n = 3
+		comms := tcpCluster(t, n, Options{})
+		noErrors(t, each(n, func(r int) error {
+			buf := make([]float32, 1<<18)
+			send := make([]float32, 1<<16)
+			if err := comms[r].AllReduce(context.Background(), buf, OpSum); err != nil {
+				return err
+			}
+			err := comms[r].AllGather(context.Background(), send, make([]float32, n*len(send)))
+			_ = comms[r].Close()
+			return err
+		}))
 	}
 }
