@@ -124,3 +124,16 @@ func (r *Result) WriteGrid(path string) error {
 	}
 	return WriteGrid(path, r.Latents, r.LatentShape, r.Captions, r.PerPrompt)
 }
+
+// GridPNG samples the checkpoint with spec's sample: section (which may
+// differ from the one stored in the checkpoint) and writes the PNG grid to
+// out: the one call `fmctl local` needs at the end of a run.
+func GridPNG(ctx context.Context, ckpt string, spec *jobspec.Spec, be kernels.Backend, out string) error {
+	sp := spec.Sample
+	res, err := FromCheckpoint(ctx, Request{Checkpoint: ckpt, Prompts: sp.Prompts, Steps: sp.NumSteps,
+		Guidance: sp.GuidanceScale, PerPrompt: sp.PerPrompt, Seed: spec.Seed}, be)
+	if err != nil {
+		return err
+	}
+	return res.WriteGrid(out)
+}

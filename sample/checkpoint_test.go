@@ -69,6 +69,9 @@ sample: {num_steps: 3, per_prompt: 2}
 	if st, err := os.Stat(png); err != nil || st.Size() == 0 {
 		t.Fatalf("grid: %v", err)
 	}
+	if err := GridPNG(context.Background(), res.Checkpoint, spec, be, filepath.Join(dir, "grid2.png")); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := FromCheckpoint(context.Background(), Request{Checkpoint: res.Checkpoint, Weights: "best"}, be); err == nil {
 		t.Error("accepted an unknown weights choice")
 	}
