@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/fmtrain/fmtrain/jobspec"
 )
 
 func requireTool(t *testing.T, name, pkg string) string {
@@ -131,5 +133,28 @@ func TestSystemdVerifyCatchesMistakes(t *testing.T) {
 	bad := strings.Replace(string(b), "Restart=on-failure", "Restart=sometimes", 1)
 	if out, err := verifyUnits(t, map[string]string{"bad.service": bad}); err == nil {
 		t.Fatalf("systemd-analyze verify accepted Restart=sometimes:\n%s", out)
+	}
+}
+
+// The compose cluster's demo job is a valid spec whose paths are on the
+// shared volume the workers mount.
+func TestComposeDemoJob(t *testing.T) {
+	raw, err := os.ReadFile("docker/demo-job.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := jobspec.Parse(raw)
+	if err != nil {
+		t.Fatalf("docker/demo-job.yaml: %v", err)
+	}
+	for _, p := range []string{spec.Data.Manifest, spec.Checkpoint.CheckpointDir, spec.Sample.Prompts} {
+		if !strings.HasPrefix(p, "/shared/") {
+			t.Errorf("docker/demo-job.yaml: path %q is not on the shared volume (/shared)", p)
+		}
+	}
+	for w := spec.MinWorkers; w <= spec.MaxWorkers; w++ {
+		if _, err := spec.StepScheduler.Accumulation(w); err != nil {
+			t.Errorf("docker/demo-job.yaml with %d workers: %v", w, err)
+		}
 	}
 }
