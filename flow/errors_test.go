@@ -99,3 +99,14 @@ func TestRegisterAdapterTwicePanics(t *testing.T) {
 	}()
 	RegisterAdapter("simple", newSimpleAdapter)
 }
+
+func TestMinMax32(t *testing.T) {
+	if lo, hi := minMax32([]float32{3, -1, 7, 0}); lo != -1 || hi != 7 {
+		t.Errorf("minMax32 = %v, %v", lo, hi)
+	}
+	nan := float32(0)
+	nan /= nan
+	if lo, hi := minMax32([]float32{1, nan, 2}); lo == lo || hi == hi {
+		t.Errorf("NaN not propagated: %v, %v", lo, hi)
+	}
+}

@@ -14,9 +14,9 @@ func (p *Pipeline) logBeforeForward(detailed, summary bool, step int, method str
 	switch {
 	case detailed:
 		sMean, sStd := meanStd(sigma)
-		cMin, cMax := slices.Min(clean), slices.Max(clean)
-		nMin, nMax := slices.Min(noise), slices.Max(noise)
-		xMin, xMax := slices.Min(noisy), slices.Max(noisy)
+		cMin, cMax := minMax32(clean)
+		nMin, nMax := minMax32(noise)
+		xMin, xMax := minMax32(noisy)
 		p.log.Info("flow: forward (detailed)",
 			"step", step, "method", method, "shift", p.cfg.FlowShift, "batch", len(sigma),
 			"sigma_min", slices.Min(sigma), "sigma_max", slices.Max(sigma), "sigma_mean", sMean, "sigma_std", sStd,
