@@ -2,6 +2,7 @@ package flow
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"reflect"
@@ -167,6 +168,20 @@ func (c *Config) UnmarshalYAML(n *yaml.Node) error {
 	type plain Config
 	p := plain(DefaultConfig())
 	if err := n.Decode(&p); err != nil {
+		return fmt.Errorf("flow: flow_matching: %w", err)
+	}
+	*c = Config(p)
+	return nil
+}
+
+// UnmarshalJSON decodes a JSON object on top of DefaultConfig (absent keys
+// keep NeMo's defaults), rejecting unknown keys.
+func (c *Config) UnmarshalJSON(data []byte) error {
+	type plain Config
+	p := plain(DefaultConfig())
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
 		return fmt.Errorf("flow: flow_matching: %w", err)
 	}
 	*c = Config(p)

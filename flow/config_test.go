@@ -203,6 +203,13 @@ func TestParseConfigYAML(t *testing.T) {
 	if _, err := ParseConfig([]byte("flow_shift: abc\n")); err == nil {
 		t.Error("non-number flow_shift accepted")
 	}
+	var fromJSON Config
+	if err := json.Unmarshal([]byte(`{"flow_shift": 5}`), &fromJSON); err != nil || fromJSON.FlowShift != 5 || fromJSON.NumTrainTimesteps != 1000 {
+		t.Errorf("JSON on top of defaults: %+v, %v", fromJSON, err)
+	}
+	if err := json.Unmarshal([]byte(`{"flow_shfit": 5}`), &fromJSON); err == nil || !strings.Contains(err.Error(), "flow_shfit") {
+		t.Errorf("unknown JSON key: %v", err)
+	}
 	job := []byte("name: wan\nmodel:\n  hidden_size: 64\nflow_matching:\n  timestep_sampling: uniform\n  sigma_min: 0.875\nseed: 3\n")
 	cfg, err = ConfigFromJobYAML(job)
 	if err != nil || cfg.TimestepSampling != "uniform" || cfg.SigmaMin != 0.875 || cfg.FlowShift != 3 {
