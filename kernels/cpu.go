@@ -463,24 +463,22 @@ func (j *elementwiseJob) run(_, lo, hi int) {
 	case opGELUFwd:
 		o, x := j.out[lo:hi], j.a[lo:hi]
 		for i, v := range x {
-			o[i] = 0.5 * v * (1 + tanh32(geluC*(v+0.044715*v*v*v)))
+			o[i] = gelu32(v)
 		}
 	case opGELUBwd:
 		dx, dy, x := j.out[lo:hi], j.a[lo:hi], j.b[lo:hi]
 		for i, v := range x {
-			t := tanh32(geluC * (v + 0.044715*v*v*v))
-			du := geluC * (1 + 3*0.044715*v*v)
-			dx[i] += dy[i] * (0.5*(1+t) + 0.5*v*(1-t*t)*du)
+			dx[i] += dy[i] * geluGrad32(v)
 		}
 	case opSiLUFwd:
 		o, x := j.out[lo:hi], j.a[lo:hi]
 		for i, v := range x {
-			o[i] = v / (1 + exp32(-v))
+			o[i] = v * sigmoid32(v)
 		}
 	case opSiLUBwd:
 		dx, dy, x := j.out[lo:hi], j.a[lo:hi], j.b[lo:hi]
 		for i, v := range x {
-			s := 1 / (1 + exp32(-v))
+			s := sigmoid32(v)
 			dx[i] += dy[i] * s * (1 + v*(1-s))
 		}
 	case opMSEBwd:

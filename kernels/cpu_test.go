@@ -122,21 +122,25 @@ func TestCPUOpsDoNotAllocate(t *testing.T) {
 	}
 }
 
-// TestFastMath bounds the float32 exp and tanh used by softmax and GELU.
+// TestFastMath bounds the float32 exp and GELU used by softmax and the MLP.
 func TestFastMath(t *testing.T) {
-	var worstExp, worstTanh float64
+	var worstExp, worstGELU, worstGrad float64
 	for x := -87.0; x < 88; x += 0.0137 {
 		got := float64(kernels.Exp32(float32(x)))
 		want := math.Exp(float64(float32(x)))
 		worstExp = math.Max(worstExp, math.Abs(got-want)/want)
 	}
 	for x := -12.0; x < 12; x += 0.00391 {
-		got := float64(kernels.Tanh32(float32(x)))
-		want := math.Tanh(float64(float32(x)))
-		worstTanh = math.Max(worstTanh, math.Abs(got-want)/math.Max(math.Abs(want), 1e-3))
+		v := float64(float32(x))
+		u := math.Sqrt(2/math.Pi) * (v + 0.044715*v*v*v)
+		th := math.Tanh(u)
+		gelu := 0.5 * v * (1 + th)
+		grad := 0.5*(1+th) + 0.5*v*(1-th*th)*math.Sqrt(2/math.Pi)*(1+3*0.044715*v*v)
+		worstGELU = math.Max(worstGELU, math.Abs(float64(kernels.GELU32(float32(x)))-gelu)/math.Max(math.Abs(gelu), 1e-6))
+		worstGrad = math.Max(worstGrad, math.Abs(float64(kernels.GELUGrad32(float32(x)))-grad)/math.Max(math.Abs(grad), 1e-2))
 	}
-	if worstExp > 4e-7 || worstTanh > 4e-7 {
-		t.Fatalf("worst relative error: exp32 %.3g, tanh32 %.3g; want ≤ 4e-7", worstExp, worstTanh)
+	if worstExp > 4e-7 || worstGELU > 5e-6 || worstGrad > 1e-5 {
+		t.Fatalf("worst relative error: exp32 %.3g (≤ 4e-7), GELU %.3g (≤ 5e-6), GELU' %.3g (≤ 1e-5)", worstExp, worstGELU, worstGrad)
 	}
 	if kernels.Exp32(float32(math.Inf(-1))) != 0 || !math.IsInf(float64(kernels.Exp32(100)), 1) {
 		t.Fatal("exp32 limits wrong")
