@@ -10,6 +10,7 @@ func newBenchCmd() *cobra.Command {
 		Short: "Measure fmtrain's speed (training step, all-reduce)",
 	}
 	cmd.AddCommand(
+		newBenchStepCmd(),
 		newBenchAllReduceCmd(),
 		newBenchAllReduceRankCmd(),
 	)
