@@ -35,6 +35,11 @@ func TestStepInputErrors(t *testing.T) {
 	if _, err := p.Step(context.Background(), bad, Batch{"video_latents": lat, "text_embeddings": NewTensor(Float32, 1, 2, 2)}, DefaultStepOptions()); err == nil || !strings.Contains(err.Error(), "has shape [1 2]") {
 		t.Errorf("wrong output shape: %v", err)
 	}
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := p.Step(cancelled, model, Batch{"video_latents": lat, "text_embeddings": NewTensor(Float32, 1, 2, 2)}, DefaultStepOptions()); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled context: %v", err)
+	}
 	boom := errors.New("out of memory")
 	failing := ModelFunc(func(context.Context, *ModelCall) ([]*Tensor, error) { return nil, boom })
 	if _, err := p.Step(context.Background(), failing, Batch{"video_latents": lat, "text_embeddings": NewTensor(Float32, 1, 2, 2)}, DefaultStepOptions()); !errors.Is(err, boom) {

@@ -182,6 +182,9 @@ func pyFloatRepr(x float64) string {
 
 // Step runs one training forward pass (NeMo's step, flow-pipeline.md §8).
 func (p *Pipeline) Step(ctx context.Context, model Model, batch Batch, opts StepOptions) (*StepResult, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("flow: step: %w", err)
+	}
 	if !opts.DType.IsFloat() {
 		return nil, fmt.Errorf("flow: step: compute dtype %v is not a float dtype (use flow.DefaultStepOptions)", opts.DType)
 	}
