@@ -33,6 +33,9 @@ func newRootCmd() *cobra.Command {
 		newWatchCmd(),
 		newLogsCmd(),
 		newSigmasCmd(),
+		newTrainCmd(),
+		newSampleCmd(),
+		newDataCmd(),
 	)
 	return root
 }
