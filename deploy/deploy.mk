@@ -18,6 +18,11 @@ CLUSTER         := $(COMPOSE) -p $(CLUSTER_PROJECT) -f deploy/docker/compose.yam
 DOCKER_BUILDKIT ?= 0
 DOCKER_BUILD    := DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) docker build -q
 STATIC_GO       := CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w'
+# fm-worker and fmctl link go-nvml, which needs cgo, and dlopen OpenBLAS/CUDA:
+# they are dynamically linked whatever we do, so rootfs.sh ships their C
+# libraries. netgo/osusergo keep name and user lookups in Go (no NSS modules
+# in a scratch image).
+CGO_GO          := CGO_ENABLED=1 $(GO) build -trimpath -tags netgo,osusergo -ldflags '-s -w'
 IMAGES          := etcd nats coordinator worker
 
 .PHONY: deploy-binaries deploy-binaries-gpu images images-clean cluster-up cluster-down test-multihost
@@ -25,15 +30,16 @@ IMAGES          := etcd nats coordinator worker
 # etcd and nats-server are built from fmtrain's go.mod (deploy/docker/etcd is
 # etcd's main), so the images need nothing but the Go module proxy.
 deploy-binaries:
-	$(STATIC_GO) -o $(DEPLOY_BIN)/ ./cmd/fm-coordinator ./cmd/fm-worker ./cmd/fmctl \
+	$(STATIC_GO) -o $(DEPLOY_BIN)/ ./cmd/fm-coordinator \
 		./deploy/docker/healthcheck ./deploy/docker/etcd github.com/nats-io/nats-server/v2
+	$(CGO_GO) -o $(DEPLOY_BIN)/ ./cmd/fm-worker ./cmd/fmctl
 	deploy/docker/rootfs.sh $(DEPLOY_BIN)/rootfs-static
 	deploy/docker/rootfs.sh $(DEPLOY_BIN)/rootfs-dynamic --lib libopenblas.so.0 \
 		$(DEPLOY_BIN)/fm-coordinator $(DEPLOY_BIN)/fm-worker $(DEPLOY_BIN)/fmctl
 
 # The GPU worker links go-nvml (cgo); deploy/docker/worker-gpu.Dockerfile uses it.
 deploy-binaries-gpu:
-	CGO_ENABLED=1 $(GO) build -trimpath -ldflags '-s -w' -o $(DEPLOY_BIN)/gpu/ ./cmd/fm-worker
+	$(CGO_GO) -o $(DEPLOY_BIN)/gpu/ ./cmd/fm-worker
 
 images: deploy-binaries
 	@for i in $(IMAGES); do \

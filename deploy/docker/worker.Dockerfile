@@ -1,8 +1,8 @@
-# fm-worker for CPU hosts, FROM scratch. The binary is built with
-# CGO_ENABLED=0; its CPU kernels dlopen OpenBLAS through purego, which makes
-# it dynamically linked, so `make images` stages bin/deploy/rootfs-dynamic with
-# the dynamic loader, libc and libopenblas.so.0 (+ its libgfortran) copied
-# from the build host. Without OpenBLAS the worker falls back to pure Go.
+# fm-worker for CPU hosts, FROM scratch. The binary is dynamically linked
+# (go-nvml needs cgo; the CPU kernels dlopen OpenBLAS), so `make images`
+# stages bin/deploy/rootfs-dynamic with the dynamic loader, libc and
+# libopenblas.so.0 (+ its libgfortran) copied from the build host. NVML is
+# simply not found at run time here, and the worker runs on the CPU.
 FROM scratch
 COPY --chown=65532:65532 bin/deploy/rootfs-dynamic/ /
 COPY bin/deploy/healthcheck bin/deploy/fm-worker /usr/local/bin/
