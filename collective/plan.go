@@ -43,7 +43,20 @@ func (p *plan) layout(rank, size, chunkBytes int) {
 		span = ceilDiv(len(p.buf), size)
 	}
 	p.chunks = max(1, ceilDiv(span, perChunk))
+	// A segment of a few chunk sizes or less would cross each step as one
+	// or two units, leaving nothing to overlap; cut it finer, down to
+	// pipelineMinBytes.
+	if p.chunks < pipelineDepth {
+		p.chunks = max(p.chunks, min(pipelineDepth, 4*span/pipelineMinBytes))
+	}
 }
+
+// Pipelining of mid-sized messages: at least pipelineDepth chunks per
+// segment, none smaller than pipelineMinBytes.
+const (
+	pipelineDepth    = 4
+	pipelineMinBytes = 128 << 10
+)
 
 // segment returns segment j's bounds: the buffer split as evenly as integer
 // division allows (lengths differ by at most one; some are empty when the
