@@ -246,6 +246,14 @@ func (r *ring) run(ctx context.Context, name string) error {
 		r.abort(context.Cause(ctx), noticeAborted, r.rank)
 		return r.opError(name, r.failure())
 	}
+	r.mu.Lock()
+	gone := r.nextGone
+	r.mu.Unlock()
+	if gone {
+		err := r.linkError(r.nextRank(), "sending to", io.ErrClosedPipe)
+		r.abort(err, noticePeerLost, r.nextRank())
+		return r.opError(name, r.failure())
+	}
 	deadline := time.Now().Add(r.opts.Timeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
