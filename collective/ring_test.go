@@ -183,3 +183,28 @@ func TestRendezvousValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestAllReduceWorld64 covers the largest world the issue names, with
+// lengths below, at and above the world size, on both the small-message and
+// the ring path.
+func TestAllReduceWorld64(t *testing.T) {
+	const n = 64
+	c := newCluster(t, n, testOptions())
+	for _, length := range []int{1, n - 1, n + 1, 300, 5000} {
+		bufs := make([][]float32, n)
+		noErrors(t, each(n, func(r int) error {
+			bufs[r] = make([]float32, length)
+			for i := range bufs[r] {
+				bufs[r][i] = intInput(r, i)
+			}
+			return c.comms[r].AllReduce(context.Background(), bufs[r], OpAverage)
+		}))
+		for r := range n {
+			for i, got := range bufs[r] {
+				if want := float32(n*(n+1)/2) * float32(i%13+1) / n; got != want {
+					t.Fatalf("len %d rank %d element %d: got %v, want %v", length, r, i, got, want)
+				}
+			}
+		}
+	}
+}
