@@ -161,9 +161,6 @@ type Sample struct {
 	GuidanceScale float64 `yaml:"guidance_scale"`
 	// PerPrompt is how many samples each prompt gets (one grid row each).
 	PerPrompt int `yaml:"per_prompt"`
-	// EverySteps samples during training every this many steps (0: only at
-	// the end).
-	EverySteps int `yaml:"every_steps"`
 }
 
 // Defaults. Each is pinned by TestDefaults.

@@ -42,7 +42,6 @@ func (s *Spec) Validate() error {
 	v.nonNegative("checkpoint.keep_last", s.Checkpoint.KeepLast)
 	v.positive("sample.num_steps", s.Sample.NumSteps)
 	v.positive("sample.per_prompt", s.Sample.PerPrompt)
-	v.nonNegative("sample.every_steps", s.Sample.EverySteps)
 	if !(s.Sample.GuidanceScale >= 0) || math.IsInf(s.Sample.GuidanceScale, 0) {
 		v.add("sample.guidance_scale (%g) must be a finite number >= 0", s.Sample.GuidanceScale)
 	}
