@@ -3,6 +3,9 @@ package monitor
 import (
 	"bytes"
 	"context"
+	"image/png"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -167,5 +170,28 @@ func TestWatchLogsAndCurvesFromNATS(t *testing.T) {
 	defer ccancel()
 	if final, err := Watch(cctx, s.JS, "never", WatchOptions{}); final != nil || err != nil {
 		t.Fatalf("Watch(cancelled) = %v, %v", final, err)
+	}
+}
+
+func TestWritePlot(t *testing.T) {
+	c := CurvesFrom([]telemetry.Message{metricsMsg(1, 0, 1, 1), metricsMsg(1, 0, 2, 0.5), metricsMsg(1, 0, 3, 0.25)})
+	path := filepath.Join(t.TempDir(), "curves.png")
+	if err := WritePlot(path, "j", c); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("not a PNG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() < 100 || b.Dy() < 100 {
+		t.Fatalf("plot is %v", b)
+	}
+	if err := WritePlot(filepath.Join(t.TempDir(), "nodir", "x.png"), "j", c); err == nil {
+		t.Fatal("writing into a missing directory succeeded")
 	}
 }

@@ -32,6 +32,7 @@ func newRootCmd() *cobra.Command {
 		newBenchCmd(),
 		newWatchCmd(),
 		newLogsCmd(),
+		newPlotCmd(),
 		newSigmasCmd(),
 		newTrainCmd(),
 		newSampleCmd(),
