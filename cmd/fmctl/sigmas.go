@@ -139,7 +139,15 @@ func printSigmaSummary(w io.Writer, cfg *flow.Config, s flow.SigmaSummary, vals 
 	fmt.Fprintf(w, "  mass at sigma_min (%g): %.4f%%   mass at sigma_max (%g): %.4f%%\n", cfg.SigmaMin, 100*s.MassAtSigmaMin, cfg.SigmaMax, 100*s.MassAtSigmaMax)
 	fmt.Fprintf(w, "  timesteps = σ·%d lie in [%.2f, %.2f]\n\n", cfg.NumTrainTimesteps, s.Min*float64(cfg.NumTrainTimesteps), s.Max*float64(cfg.NumTrainTimesteps))
 	lo, hi := sigmaRange(cfg)
-	fmt.Fprint(w, viz.TextHistogram(vals, lo, hi, bins, 50))
+	lines := strings.Split(strings.TrimSuffix(viz.TextHistogram(vals, lo, hi, bins, 50), "\n"), "\n")
+	// Point the clamps' point masses out: they hide inside their bins.
+	if s.MassAtSigmaMin > 0 {
+		lines[0] += fmt.Sprintf("  ◀ %.2f%% exactly at sigma_min", 100*s.MassAtSigmaMin)
+	}
+	if s.MassAtSigmaMax > 0 {
+		lines[len(lines)-1] += fmt.Sprintf("  ◀ %.2f%% exactly at sigma_max", 100*s.MassAtSigmaMax)
+	}
+	fmt.Fprintln(w, strings.Join(lines, "\n"))
 }
 
 func writeSigmaPNG(path string, vals []float64, cfg *flow.Config, bins int) error {

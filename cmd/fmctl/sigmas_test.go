@@ -84,7 +84,7 @@ func TestSigmasConfigFileAndFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"uniform, flow_shift 3, clamp [0.875, 1]", "draws      100000", "mass at sigma_min (0.875): 69.", "p50 0.8750", "[0.875, 0.878)"} {
+	for _, want := range []string{"uniform, flow_shift 3, clamp [0.875, 1]", "draws      100000", "mass at sigma_min (0.875): 69.", "p50 0.8750", "[0.875, 0.878)", "◀ 69."} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
