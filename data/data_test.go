@@ -242,3 +242,24 @@ func TestCorruptDatasets(t *testing.T) {
 		})
 	}
 }
+
+func TestEnsureSynth(t *testing.T) {
+	dir := t.TempDir()
+	manifest := filepath.Join(dir, "demo", SynthManifestName)
+	if wrote, err := EnsureSynth(manifest, 1, 16); err != nil || !wrote {
+		t.Fatalf("first call: %v, %v", wrote, err)
+	}
+	if m, err := ReadManifest(manifest); err != nil || m.TextDim != 16 {
+		t.Fatalf("written manifest: %v", err)
+	}
+	if wrote, err := EnsureSynth(manifest, 1, 16); err != nil || wrote {
+		t.Fatalf("second call: %v, %v", wrote, err)
+	}
+	if _, err := EnsureSynth(filepath.Join(dir, "demo", "other.json"), 1, 0); err == nil {
+		t.Error("a missing manifest of another name was accepted")
+	}
+	os.WriteFile(filepath.Join(dir, "x"), nil, 0o644)
+	if _, err := EnsureSynth(filepath.Join(dir, SynthManifestName), 1, 0); err == nil {
+		t.Error("wrote demo data into a non-empty directory")
+	}
+}

@@ -196,3 +196,28 @@ func inside(shape string, dx, dy, rad float64) bool {
 	}
 	return false
 }
+
+// EnsureSynth makes sure the dataset at manifest exists, writing the demo
+// dataset there (with textDim, 0 for the default) when the manifest is
+// missing and its directory is absent or empty. It reports whether it wrote
+// one. A missing manifest beside other files, or under another name than
+// manifest.json, is an error: a mistyped path to real data must not turn
+// into training on shapes.
+func EnsureSynth(manifest string, seed uint64, textDim int) (bool, error) {
+	if _, err := os.Stat(manifest); err == nil {
+		return false, nil
+	} else if !os.IsNotExist(err) {
+		return false, fmt.Errorf("data: %w", err)
+	}
+	dir := filepath.Dir(manifest)
+	if filepath.Base(manifest) != SynthManifestName {
+		return false, fmt.Errorf("data: manifest %s does not exist (a demo dataset would be %s)", manifest, filepath.Join(dir, SynthManifestName))
+	}
+	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+		return false, fmt.Errorf("data: manifest %s does not exist and %s is not empty: not writing demo data over it", manifest, dir)
+	}
+	if _, err := Synth(dir, SynthOptions{Seed: seed, TextDim: textDim}); err != nil {
+		return false, err
+	}
+	return true, nil
+}

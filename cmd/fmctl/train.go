@@ -42,11 +42,13 @@ data order, checkpoints and metrics as a distributed worker with world size 1.
 Ctrl-C finishes the current step, writes a checkpoint and exits; run again with
 checkpoint.restore_from: latest (or --resume DIR) to continue exactly.
 
+When data.manifest is missing and its directory is empty, the demo dataset
+(fmctl data synth) is written there first.
+
 Writes into --out (default: the checkpoint directory): metrics.jsonl (one line
 per logged step), loss.png (loss, lr and gradient norm curves) and, for
 pixel-space data with prompts, samples.png (one row per caption).`,
-		Example: `  fmctl data synth data/shapes
-  fmctl train examples/train-demo.yaml
+		Example: `  fmctl train examples/demo.yaml
   fmctl train job.yaml --resume checkpoints/step_00000500`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -95,9 +97,14 @@ func runTrain(ctx context.Context, spec *jobspec.Spec, fl trainFlags, out, errOu
 	if err != nil {
 		return err
 	}
+	if wrote, err := data.EnsureSynth(spec.Data.Manifest, spec.Seed, spec.Model.DiT.TextDim); err != nil {
+		return err
+	} else if wrote {
+		fmt.Fprintf(out, "wrote the demo dataset to %s\n", filepath.Dir(spec.Data.Manifest))
+	}
 	ds, err := data.Open(spec.Data.Manifest, data.OpenOptions{Verify: fl.verify})
 	if err != nil {
-		return fmt.Errorf("%w\n(the demo data is made with: fmctl data synth %s)", err, filepath.Dir(spec.Data.Manifest))
+		return err
 	}
 	defer ds.Close()
 	net, err := train.BuildNet(spec, be)
