@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"testing"
 )
 
@@ -43,4 +44,20 @@ func BenchmarkStep(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkMinMax compares the metrics' one-pass min/max with slices.Min +
+// slices.Max on one latent batch's worth of values (run both in one sitting).
+func BenchmarkMinMax(b *testing.B) {
+	x := NewRNG(3, 0).Randn(4 * 16 * 8 * 32 * 32)
+	b.Run("minMax32", func(b *testing.B) {
+		for b.Loop() {
+			minMax32(x)
+		}
+	})
+	b.Run("slices.Min+Max", func(b *testing.B) {
+		for b.Loop() {
+			_, _ = slices.Min(x), slices.Max(x)
+		}
+	})
 }
