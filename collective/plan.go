@@ -54,7 +54,7 @@ func (p *plan) layout(rank, size, chunkBytes int) {
 // Pipelining of mid-sized messages: at least pipelineDepth chunks per
 // segment, none smaller than pipelineMinBytes.
 const (
-	pipelineDepth    = 4
+	pipelineDepth    = 2
 	pipelineMinBytes = 128 << 10
 )
 
