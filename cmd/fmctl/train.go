@@ -69,9 +69,6 @@ pixel-space data with prompts, samples.png (one row per caption).`,
 					outDir = "."
 				}
 			}
-			if err := os.MkdirAll(outDir, 0o755); err != nil {
-				return err
-			}
 			return runTrain(cmd.Context(), spec, trainFlags{resume: resume, outDir: outDir, verify: verify,
 				samples: !noSamples, quiet: quiet}, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
@@ -93,6 +90,9 @@ type trainFlags struct {
 
 func runTrain(ctx context.Context, spec *jobspec.Spec, fl trainFlags, out, errOut io.Writer) error {
 	log := slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if err := os.MkdirAll(fl.outDir, 0o755); err != nil {
+		return err
+	}
 	be, err := openBackend(spec.Device, log)
 	if err != nil {
 		return err
