@@ -55,7 +55,7 @@ type ring struct {
 
 	dead      chan struct{} // closed by the first failure or Close
 	abortOnce sync.Once
-	mu        sync.Mutex // protects err and closed
+	mu        sync.Mutex // protects err, closed and nextGone
 	err       error      // the first failure; sticky
 	closed    bool
 	nextGone  bool // rank r+1 closed between operations (noticeClosed)

@@ -44,6 +44,7 @@ func Run(ctx context.Context, cfg Config, launch Launcher, stderr io.Writer) ([]
 		stdin io.WriteCloser
 		lines *bufio.Scanner
 	}
+	stderr = &lockedWriter{w: stderr} // shared by every rank's copier goroutine
 	procs := make([]proc, cfg.Ranks)
 	defer func() {
 		for _, p := range procs {
@@ -131,4 +132,16 @@ func nextLine(s *bufio.Scanner) (string, error) {
 		return "", err
 	}
 	return "", io.EOF
+}
+
+// lockedWriter serialises writes from several processes' output copiers.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
