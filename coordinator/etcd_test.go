@@ -1,0 +1,198 @@
+package coordinator
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fmtrain/fmtrain/coordinator/api"
+	"github.com/fmtrain/fmtrain/coordinator/jobstore"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// single runs one replica on dir until the returned stop is called.
+func single(t *testing.T, dir string, cli *clientv3.Client) (*Node, func()) {
+	t.Helper()
+	n, err := New(Options{ID: "solo", DataDir: dir, Etcd: cli, HeartbeatInterval: testHeartbeatInterval,
+		HeartbeatTimeout: testHeartbeatTimeout, TuneRaft: fastRaft})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := n.Run(ctx); err != nil {
+			t.Error(err)
+		}
+	}()
+	select {
+	case <-n.Ready():
+	case <-time.After(15 * time.Second):
+		t.Fatal("single replica not ready")
+	}
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			<-done
+		}
+	}
+	t.Cleanup(stop)
+	return n, stop
+}
+
+// TestJobsFromEtcd: specs written to etcd become jobs; a malformed spec fails
+// its own job with a status naming the field and disturbs no other job;
+// cancel works; after a restart (raft log and snapshot on disk) the
+// coordinator resumes its watch and neither loses nor duplicates jobs, also
+// when etcd compacted the revision it stopped at.
+func TestJobsFromEtcd(t *testing.T) {
+	cli := startEtcd(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	n, stop := single(t, dir, cli)
+
+	if _, err := jobstore.Submit(ctx, cli, "good", testSpec("good", 1, 2, 8, 4, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jobstore.Submit(ctx, cli, "good", testSpec("good", 1, 2, 8, 4, 10)); err == nil {
+		t.Fatal("second submit under the same id succeeded")
+	}
+	// Written around jobstore's validation, as a hand-edited key would be.
+	bad := strings.Replace(string(testSpec("bad", 1, 2, 8, 4, 10)), "local_batch_size: 4", "local_batch_size: -4", 1)
+	if _, err := cli.Put(ctx, api.JobSpecKey("bad"), bad); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(t, cli, "bad", 10*time.Second, "malformed job failed", func(s *api.JobStatus) bool { return s.State == api.JobFailed })
+	if !strings.Contains(st.Error, "local_batch_size") {
+		t.Fatalf("failure does not name the field: %q", st.Error)
+	}
+	waitStatus(t, cli, "good", 10*time.Second, "good job pending", func(s *api.JobStatus) bool { return s.State == api.JobPending })
+
+	// Cancel the good job.
+	if err := jobstore.Cancel(ctx, cli, "good", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := jobstore.Cancel(ctx, cli, "nope", ""); err == nil {
+		t.Fatal("cancelling an unknown job succeeded")
+	}
+	waitStatus(t, cli, "good", 10*time.Second, "cancelled", func(s *api.JobStatus) bool { return s.State == api.JobCancelled })
+
+	// Restart with a snapshot on disk; a job submitted while down is found.
+	if err := n.Raft().Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	revBefore := n.fsm.revision()
+	stop()
+	if _, err := jobstore.Submit(ctx, cli, "while-down", testSpec("wd", 1, 1, 4, 4, 10)); err != nil {
+		t.Fatal(err)
+	}
+	n, stop = single(t, dir, cli)
+	if got := n.fsm.revision(); got < revBefore {
+		t.Fatalf("restored revision %d < %d before the restart", got, revBefore)
+	}
+	waitStatus(t, cli, "while-down", 10*time.Second, "job submitted while down", func(s *api.JobStatus) bool { return s.State == api.JobPending })
+	if st := n.fsm.jobStatus("good"); st.State != api.JobCancelled {
+		t.Fatalf("after restart, good is %s", st.State)
+	}
+
+	// Restart after etcd compacted past the revision the state holds.
+	stop()
+	put, err := cli.Put(ctx, "/unrelated", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Compact(ctx, put.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jobstore.Submit(ctx, cli, "after-compaction", testSpec("ac", 1, 1, 4, 4, 10)); err != nil {
+		t.Fatal(err)
+	}
+	n, _ = single(t, dir, cli)
+	waitStatus(t, cli, "after-compaction", 10*time.Second, "job found by relisting", func(s *api.JobStatus) bool { return s.State == api.JobPending })
+	jobs := n.fsm.jobs()
+	if len(jobs) != 4 {
+		t.Fatalf("state holds %d jobs, want 4 (no loss, no duplicates): %+v", len(jobs), jobs)
+	}
+	all, err := jobstore.List(ctx, cli)
+	if err != nil || len(all) != 4 || all[0].JobID != "good" {
+		t.Fatalf("List: %v %+v", err, all)
+	}
+
+	// Health, readiness, status and metrics.
+	for path, want := range map[string]string{
+		api.PathHealthz: `"ok"`,
+		api.PathReadyz:  `"ready":true`,
+		api.PathStatus:  `"raft_state":"Leader"`,
+		api.PathMetrics: `fmtrain_coordinator_jobs{state="failed"} 1`,
+	} {
+		body := get(t, n.Addr()+path)
+		if !strings.Contains(body, want) {
+			t.Errorf("GET %s: no %q in\n%s", path, want, body)
+		}
+	}
+	if body := get(t, n.Addr()+api.PathMetrics); !strings.Contains(body, "fmtrain_coordinator_raft_applied_index") ||
+		!strings.Contains(body, `fmtrain_coordinator_raft_state{state="Leader"} 1`) {
+		t.Errorf("raft metrics missing:\n%s", body)
+	}
+}
+
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// TestWorkerProtocolErrors: bad requests name the field; an unknown worker
+// is told to register again; a stale report is acknowledged, not accepted.
+func TestWorkerProtocolErrors(t *testing.T) {
+	cli := startEtcd(t)
+	n, _ := single(t, t.TempDir(), cli)
+	c, err := api.NewClient(api.ClientOptions{Endpoints: []string{n.Addr()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := c.Heartbeat(ctx, api.HeartbeatRequest{WorkerID: "ghost"}); err != api.ErrUnknownWorker {
+		t.Fatalf("heartbeat of an unregistered worker: %v, want ErrUnknownWorker", err)
+	}
+	if _, err := c.Register(ctx, api.RegisterRequest{WorkerID: "w", Device: "cpu"}); err == nil || !strings.Contains(err.Error(), "collective_addr") {
+		t.Fatalf("register without collective_addr: %v", err)
+	}
+	resp, err := http.Post(n.Addr()+api.PathRegister, "application/json", strings.NewReader(`{"worker_id":"w","device":"cpu"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "collective_addr") {
+		t.Fatalf("server-side validation: %s %s", resp.Status, b)
+	}
+	reg, err := c.Register(ctx, api.RegisterRequest{WorkerID: "w", Host: "h", Device: "cpu", CollectiveAddr: "h:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if time.Duration(reg.HeartbeatTimeout) != testHeartbeatTimeout {
+		t.Fatalf("register response %+v", reg)
+	}
+	rr, err := c.Report(ctx, api.Report{WorkerID: "w", JobID: "none", Generation: 1, Kind: api.ReportProgress, Step: 3})
+	if err != nil || rr.Accepted {
+		t.Fatalf("stale report: %+v %v", rr, err)
+	}
+	if err := c.Leave(ctx, api.LeaveRequest{WorkerID: "w", Reason: "SIGTERM"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Heartbeat(ctx, api.HeartbeatRequest{WorkerID: "w"}); err != api.ErrUnknownWorker {
+		t.Fatalf("heartbeat after leaving: %v", err)
+	}
+}
