@@ -191,7 +191,7 @@ func runScenario(t *testing.T, c *cluster, f fault) result {
 		t.Fatalf("the test's job spec: %v", err)
 	}
 	start := time.Now()
-	id := strings.TrimSpace(c.fmctl("submit", "--etcd", c.etcdURL, "--print-id", spec))
+	id := strings.TrimSpace(c.fmctl("submit", "--etcd-endpoints", c.etcdURL, "--id", name, spec))
 	t.Logf("submitted %s as job %s", name, id)
 
 	// Let it train past its first checkpoint, then break something.
