@@ -30,9 +30,15 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(
 		newBenchCmd(),
+		newSubmitCmd(),
+		newListCmd(),
+		newStatusCmd(),
+		newCancelCmd(),
 		newWatchCmd(),
 		newLogsCmd(),
 		newPlotCmd(),
+		newLocalCmd(),
+		newWorkerCmd(),
 		newSigmasCmd(),
 		newTrainCmd(),
 		newSampleCmd(),
