@@ -2,6 +2,7 @@ package data
 
 import (
 	"encoding/json"
+	"github.com/fmtrain/fmtrain/safetensors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -261,5 +262,36 @@ func TestEnsureSynth(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "x"), nil, 0o644)
 	if _, err := EnsureSynth(filepath.Join(dir, SynthManifestName), 1, 0); err == nil {
 		t.Error("wrote demo data into a non-empty directory")
+	}
+}
+
+// A shard without text_mask keeps every token.
+func TestShardWithoutMask(t *testing.T) {
+	dir := t.TempDir()
+	n, S, Dt := 2, 3, 2
+	lat := make([]float32, n*3*2*2)
+	txt := make([]float32, n*S*Dt)
+	lt, _ := safetensors.FromFloat32(KeyLatents, safetensors.F32, []int{n, 3, 2, 2}, lat)
+	tt, _ := safetensors.FromFloat32(KeyTextEmbeddings, safetensors.BF16, []int{n, S, Dt}, txt)
+	path := filepath.Join(dir, "s.safetensors")
+	if err := safetensors.WriteFile(path, []safetensors.Tensor{lt, tt}, nil); err != nil {
+		t.Fatal(err)
+	}
+	m := &Manifest{Format: ManifestFormat, Version: ManifestVersion, DataType: "image", LatentShape: []int{3, 2, 2},
+		TextLen: S, TextDim: Dt, Shards: []Shard{{Path: "s.safetensors", NumSamples: n}}}
+	if err := WriteManifest(filepath.Join(dir, "manifest.json"), m); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := Open(filepath.Join(dir, "manifest.json"), OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ds.Close()
+	mask := make([]float32, S)
+	if _, err := ds.Read(1, make([]float32, 12), make([]float32, S*Dt), mask); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(mask, []float32{1, 1, 1}) {
+		t.Errorf("mask %v", mask)
 	}
 }

@@ -104,7 +104,11 @@ func (d *Dataset) Read(i int, lat, txt, mask []float32) (string, error) {
 	if err := s.readRow(s.txt, j, txt); err != nil {
 		return "", err
 	}
-	if err := s.readRow(s.mask, j, mask); err != nil {
+	if s.mask.row == 0 {
+		for k := range mask {
+			mask[k] = 1
+		}
+	} else if err := s.readRow(s.mask, j, mask); err != nil {
 		return "", err
 	}
 	for _, v := range mask {
@@ -208,6 +212,9 @@ func parseShard(f *os.File, path string, s Shard, m *Manifest, verify bool) (*sh
 	infos := map[string]*tensorInfo{KeyLatents: &sf.lat, KeyTextEmbeddings: &sf.txt, KeyTextMask: &sf.mask}
 	for name, info := range infos {
 		msg, ok := raw[name]
+		if !ok && name == KeyTextMask {
+			continue // no mask: every token is kept
+		}
 		if !ok {
 			return nil, fmt.Errorf("%s has no %q tensor", path, name)
 		}
