@@ -30,10 +30,6 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(
 		newBenchCmd(),
-		newSubmitCmd(),
-		newListCmd(),
-		newStatusCmd(),
-		newCancelCmd(),
 		newWatchCmd(),
 		newLogsCmd(),
 		newPlotCmd(),
