@@ -30,6 +30,10 @@ func newRootCmd() *cobra.Command {
 	}
 	root.AddCommand(
 		newBenchCmd(),
+		newSubmitCmd(),
+		newListCmd(),
+		newStatusCmd(),
+		newCancelCmd(),
 		newWatchCmd(),
 		newLogsCmd(),
 		newPlotCmd(),
