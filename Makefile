@@ -46,3 +46,10 @@ cuda-headers-check:
 
 # Images, the compose cluster and the multi-host test (needs Docker).
 include deploy/deploy.mk
+
+# Bind the CUDA driver, cuBLAS(Lt) and NVRTC libraries from Debian (unpacked
+# into a cache, not installed) and compile every .cu kernel with NVRTC: the
+# GPU path's checks that need the libraries but no GPU.
+.PHONY: cuda-libs-check
+cuda-libs-check:
+	./scripts/cuda-libs-check.sh

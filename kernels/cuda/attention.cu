@@ -1,0 +1,66 @@
+// attention.cu: the softmax stages of multi-head attention. The products
+// (S = scale*Q*K^T, O = P*V and their gradients) run as strided-batched
+// cuBLAS GEMMs over the heads of one sample (bf16 operands on the
+// mixed-precision path); these kernels work on one sample's score block
+// S [Heads, Nq, Nk] in place. Row r = h*Nq + i.
+
+// attn_softmax_forward: S <- softmax over keys of S (already scaled), with
+// masked keys (mask[j] == 0; mask may be null) excluded; lse[r] = log-sum-exp
+// of the row, +inf and a zero row when every key is masked. One warp per row,
+// block 128.
+extern "C" __global__ void attn_softmax_forward(float* S, float* lse, const float* mask, int rows, int Nk) {
+    int row = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
+    int lane = threadIdx.x & 31;
+    if (row >= rows) return;
+    float* s = S + (long long)row * Nk;
+    float mx = -FMT_INF;
+    for (int j = lane; j < Nk; j += 32)
+        if (!mask || mask[j] != 0.0f) mx = fmaxf(mx, s[j]);
+    mx = fmt_warp_max(mx);
+    if (mx == -FMT_INF) {
+        for (int j = lane; j < Nk; j += 32) s[j] = 0.0f;
+        if (lane == 0) lse[row] = FMT_INF;
+        return;
+    }
+    float sum = 0.0f;
+    for (int j = lane; j < Nk; j += 32) {
+        float e = (mask && mask[j] == 0.0f) ? 0.0f : expf(s[j] - mx);
+        s[j] = e;
+        sum += e;
+    }
+    sum = fmt_warp_sum(sum);
+    float inv = 1.0f / sum;
+    for (int j = lane; j < Nk; j += 32) s[j] *= inv;
+    if (lane == 0) lse[row] = mx + logf(sum);
+}
+
+// attn_softmax_recompute: P = exp(S - lse[row]) from recomputed scaled
+// scores, 0 for masked keys and fully masked rows (lse = +inf).
+extern "C" __global__ void attn_softmax_recompute(float* S, const float* lse, const float* mask, int rows, int Nk) {
+    long long total = (long long)rows * Nk;
+    FMT_FOR(i, total) {
+        int j = (int)(i % Nk);
+        float l = lse[i / Nk];
+        S[i] = (l == FMT_INF || (mask && mask[j] == 0.0f)) ? 0.0f : expf(S[i] - l);
+    }
+}
+
+// attn_rowdot: D[r] = sum_c dO[i, h*hd + c] * O[i, h*hd + c] for r = h*Nq + i
+// (rows of O and dO have stride orow). One thread per row.
+extern "C" __global__ void attn_rowdot(float* D, const float* dO, const float* O, int heads, int Nq, int hd, int orow) {
+    long long total = (long long)heads * Nq;
+    FMT_FOR(r, total) {
+        int h = (int)(r / Nq), i = (int)(r % Nq);
+        const float* a = dO + (long long)i * orow + h * hd;
+        const float* b = O + (long long)i * orow + h * hd;
+        float s = 0.0f;
+        for (int c = 0; c < hd; c++) s += a[c] * b[c];
+        D[r] = s;
+    }
+}
+
+// attn_softmax_backward: dS = P*(dP - D[row])*scale, in place in dP.
+extern "C" __global__ void attn_softmax_backward(float* dP, const float* P, const float* D, int rows, int Nk, float scale) {
+    long long total = (long long)rows * Nk;
+    FMT_FOR(i, total) dP[i] = P[i] * (dP[i] - D[i / Nk]) * scale;
+}

@@ -1,0 +1,914 @@
+// Package cuda is the CUDA kernels.Backend: GEMMs through cuBLAS/cuBLASLt,
+// every other FM-DiT op as a CUDA C kernel (the .cu files of this folder,
+// compiled by NVRTC for the device at start-up and cached on disk by source
+// hash), buffers from managed memory, and a fused AdamW.
+//
+// Two backends are registered: "cuda" (mixed precision: GEMM and attention
+// operands rounded to bf16, fp32 accumulation, fp32 master weights,
+// gradients, optimizer state and elementwise math) and "cuda-fp32" (strict
+// fp32, TF32 off: the path checked against the reference vectors). A main
+// package that wants them imports this package for its side effect:
+//
+//	import _ "github.com/fmtrain/fmtrain/kernels/cuda"
+//
+// Opening either on a host without the driver returns an error saying which
+// library is missing; callers fall back to "cpu" on purpose.
+//
+// Memory: kernels.Allocator's Alloc returns Go slices over CUDA managed
+// memory, which both the host and the GPU address, so the model's flat
+// parameter, gradient and activation buffers live on the GPU with no copies.
+// Ops also accept ordinary Go slices (the pipeline's inputs): those are
+// staged through device scratch from a caching allocator and copied back
+// when written. Work is asynchronous on one stream; call Synchronize before
+// reading results on the host. A CUDA failure is sticky: later ops do
+// nothing and Synchronize returns the first error.
+//
+// A Backend is used by one goroutine at a time (kernels.Backend's contract);
+// each call binds the device's primary context to its OS thread.
+package cuda
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"unsafe"
+
+	cu "github.com/fmtrain/fmtrain/cuda"
+	"github.com/fmtrain/fmtrain/kernels"
+)
+
+func init() {
+	kernels.Register("cuda", func() (kernels.Backend, error) {
+		return Open(optionsFromEnv(true))
+	})
+	kernels.Register("cuda-fp32", func() (kernels.Backend, error) {
+		return Open(optionsFromEnv(false))
+	})
+}
+
+// Options configure Open.
+type Options struct {
+	// Ordinal is the CUDA device ordinal (after CUDA_VISIBLE_DEVICES), used
+	// when PCIBusID is empty.
+	Ordinal int
+	// PCIBusID selects the device by bus id (devices.GPU.PCIBusID), which
+	// cannot disagree with NVML about which card is which.
+	PCIBusID string
+	// BF16 selects mixed precision; false is strict fp32 (TF32 off).
+	BF16 bool
+	// CacheDir holds compiled kernels; "" means $FMTRAIN_CUDA_CACHE or the
+	// user cache folder. "-" disables the cache.
+	CacheDir string
+	// Logger receives start-up and fallback messages; nil discards them.
+	Logger *slog.Logger
+}
+
+// optionsFromEnv reads FMTRAIN_CUDA_DEVICE (an ordinal or a PCI bus id) for
+// the registry's factories, which take no arguments.
+func optionsFromEnv(bf16 bool) Options {
+	o := Options{BF16: bf16}
+	if v := os.Getenv("FMTRAIN_CUDA_DEVICE"); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			o.Ordinal = n
+		} else {
+			o.PCIBusID = v
+		}
+	}
+	return o
+}
+
+// Backend is the CUDA implementation of kernels.Backend.
+type Backend struct {
+	dev  device
+	bf16 bool
+	log  *slog.Logger
+	sms  int
+	sigs map[string][]argKind
+	pool *pool
+	mm   managed
+	// allocs are the managed allocations by base address, freed on Close.
+	allocs map[uintptr]cu.DevicePtr
+	// err is the first failure; every later op is skipped.
+	err    error
+	closed bool
+}
+
+var (
+	_ kernels.Backend      = (*Backend)(nil)
+	_ kernels.Allocator    = (*Backend)(nil)
+	_ kernels.Synchronizer = (*Backend)(nil)
+	_ kernels.Closer       = (*Backend)(nil)
+)
+
+// Open opens a device. It fails on a host without the CUDA driver (the
+// error wraps cuda.ErrLibraryNotFound and names libcuda.so.1), without
+// cuBLAS or NVRTC, or when the kernels do not compile.
+func Open(opts Options) (*Backend, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cacheDir := opts.CacheDir
+	switch cacheDir {
+	case "":
+		cacheDir = defaultCacheDir()
+	case "-":
+		cacheDir = ""
+	}
+	g, err := openGPU(opts.Ordinal, opts.PCIBusID, !opts.BF16, cacheDir, log)
+	if err != nil {
+		if errors.Is(err, cu.ErrLibraryNotFound) {
+			return nil, fmt.Errorf("kernels/cuda: CUDA is not usable on this host: %w", err)
+		}
+		return nil, fmt.Errorf("kernels/cuda: %w", err)
+	}
+	return newBackend(g, opts.BF16, log)
+}
+
+// newBackend wraps a device (the real GPU or the tests' fake).
+func newBackend(dev device, bf16 bool, log *slog.Logger) (*Backend, error) {
+	src, err := programSource()
+	if err != nil {
+		return nil, err
+	}
+	sigs, err := parseKernels(src)
+	if err != nil {
+		return nil, err
+	}
+	b := &Backend{dev: dev, bf16: bf16, log: log, sms: max(dev.info().Multiprocessors, 1), sigs: sigs, allocs: map[uintptr]cu.DevicePtr{}}
+	b.pool = newPool(dev.alloc, dev.free)
+	return b, nil
+}
+
+// Name implements kernels.Backend.
+func (b *Backend) Name() string {
+	if b.bf16 {
+		return "cuda"
+	}
+	return "cuda-fp32"
+}
+
+// fail records the first error.
+func (b *Backend) fail(err error) {
+	if err != nil && b.err == nil {
+		b.err = err
+		b.log.Error("cuda backend failed; later ops are skipped", "err", err)
+	}
+}
+
+// managedReserve is the device memory Alloc leaves free for scratch,
+// cuBLAS and the driver; managed memory beyond the free memory can hang
+// the GPU, so Alloc never asks for it.
+const managedReserve = 2 << 30
+
+// Alloc implements kernels.Allocator: n zeroed floats of managed memory,
+// valid until Close. When the device is short of memory it returns host
+// memory instead (ops stage it, slower but correct) and logs a warning.
+func (b *Backend) Alloc(n int) []float32 {
+	if n <= 0 {
+		return nil
+	}
+	bytes := (n*4 + 255) &^ 255
+	s, err := b.allocManaged(bytes, n)
+	if err != nil {
+		b.log.Warn("cuda: managed allocation refused, using host memory", "floats", n, "err", err)
+		return make([]float32, n)
+	}
+	return s
+}
+
+func (b *Backend) allocManaged(bytes, n int) ([]float32, error) {
+	if b.closed {
+		return nil, errors.New("backend closed")
+	}
+	unbind, err := b.dev.bind()
+	if err != nil {
+		return nil, err
+	}
+	defer unbind()
+	free, err := b.dev.memFree()
+	if err != nil {
+		return nil, err
+	}
+	if uint64(bytes)+managedReserve > free {
+		return nil, fmt.Errorf("%d bytes asked, %d free on the device (keeping %d in reserve)", bytes, free, managedReserve)
+	}
+	p, err := b.dev.allocManaged(bytes)
+	if err != nil {
+		return nil, err
+	}
+	s := unsafe.Slice((*float32)(*(*unsafe.Pointer)(unsafe.Pointer(&p))), n)
+	clear(s)
+	lo := uintptr(p)
+	b.mm.add(lo, lo+uintptr(bytes))
+	b.allocs[lo] = p
+	return s, nil
+}
+
+// Synchronize implements kernels.Synchronizer.
+func (b *Backend) Synchronize() error {
+	if b.err != nil {
+		return b.err
+	}
+	unbind, err := b.dev.bind()
+	if err != nil {
+		b.fail(err)
+		return err
+	}
+	defer unbind()
+	b.fail(b.dev.sync())
+	return b.err
+}
+
+// Close frees every allocation (slices from Alloc become invalid) and the
+// device's resources.
+func (b *Backend) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	unbind, err := b.dev.bind()
+	if err != nil {
+		return err
+	}
+	errs := []error{b.dev.sync()}
+	for lo, p := range b.allocs {
+		errs = append(errs, b.dev.free(p))
+		b.mm.remove(lo)
+	}
+	b.pool.trim()
+	for p := range b.pool.inUse {
+		errs = append(errs, b.dev.free(p))
+	}
+	unbind()
+	errs = append(errs, b.dev.close())
+	return errors.Join(errs...)
+}
+
+// op is one backend call in progress: its staged arguments, its scratch
+// and its bound context.
+type op struct {
+	b       *Backend
+	name    string
+	st      stager
+	unbind  func()
+	scratch []cu.DevicePtr
+	ok      bool
+}
+
+// begin starts an op; it returns nil when an earlier error stopped the backend.
+func (b *Backend) begin(name string) *op {
+	if b.err != nil {
+		return nil
+	}
+	if b.closed {
+		b.fail(fmt.Errorf("kernels/cuda: %s after Close", name))
+		return nil
+	}
+	return &op{b: b, name: name}
+}
+
+// arg registers the first n floats of s (nil allowed) and returns its handle.
+func (o *op) arg(s []float32, n int, write bool) int { return o.st.add(&o.b.mm, s, n, write) }
+
+// start binds the context and stages host arguments to the device.
+func (o *op) start() bool {
+	unbind, err := o.b.dev.bind()
+	if err != nil {
+		o.b.fail(err)
+		return false
+	}
+	o.unbind = unbind
+	o.st.plan()
+	for i := range o.st.regions {
+		r := &o.st.regions[i]
+		p, err := o.scratchBytes(int(r.hi - r.lo))
+		if err != nil {
+			return o.failf(err)
+		}
+		r.dev = p
+		if err := o.b.dev.copyHtoD(p, r.p, int(r.hi-r.lo)); err != nil {
+			return o.failf(err)
+		}
+	}
+	o.ok = true
+	return true
+}
+
+func (o *op) failf(err error) bool {
+	o.b.fail(fmt.Errorf("kernels/cuda: %s: %w", o.name, err))
+	o.ok = false
+	return false
+}
+
+// p is the device address of argument i.
+func (o *op) p(i int) cu.DevicePtr { return o.st.ptr(i) }
+
+func (o *op) scratchBytes(bytes int) (cu.DevicePtr, error) {
+	p, err := o.b.pool.get(bytes)
+	if err != nil {
+		return 0, err
+	}
+	o.scratch = append(o.scratch, p)
+	return p, nil
+}
+
+// scratch returns device scratch for n floats (0 after a failure).
+func (o *op) scratch32(n int) cu.DevicePtr {
+	if !o.ok {
+		return 0
+	}
+	p, err := o.scratchBytes(n * 4)
+	if err != nil {
+		o.failf(err)
+	}
+	return p
+}
+
+// launch runs a kernel after checking its arguments and shape.
+func (o *op) launch(kernel string, cfg launchCfg, args ...any) {
+	if !o.ok {
+		return
+	}
+	sig, ok := o.b.sigs[kernel]
+	if !ok {
+		o.failf(fmt.Errorf("no kernel %s in the program", kernel))
+		return
+	}
+	if err := checkArgs(kernel, sig, args); err != nil {
+		o.failf(err)
+		return
+	}
+	if err := cfg.validate(kernel); err != nil {
+		o.failf(err)
+		return
+	}
+	if err := o.b.dev.launch(kernel, cfg, args...); err != nil {
+		o.failf(err)
+	}
+}
+
+// elementwise launches kernel over n elements.
+func (o *op) elementwise(kernel string, n int64, args ...any) {
+	if n <= 0 {
+		return
+	}
+	o.launch(kernel, elementwiseCfg(n, o.b.sms), args...)
+}
+
+// end copies written staged regions back, returns scratch and unbinds.
+func (o *op) end() {
+	if o.ok {
+		for _, r := range o.st.regions {
+			if r.write {
+				if err := o.b.dev.copyDtoH(r.p, r.dev, int(r.hi-r.lo)); err != nil {
+					o.failf(err)
+					break
+				}
+			}
+		}
+	}
+	for _, p := range o.scratch {
+		o.b.pool.put(p)
+	}
+	if o.unbind != nil {
+		o.unbind()
+	}
+}
+
+// gemmSpan is the elements a row-major operand of rows×cols with row
+// stride ld spans over batch matrices stride apart.
+func gemmSpan(rows, cols, ld, batch int, stride int64) int {
+	if rows == 0 || cols == 0 {
+		return 0
+	}
+	return int(int64(max(batch, 1)-1)*stride) + (rows-1)*ld + cols
+}
+
+// gemm runs g (fp32 pointers); on the mixed-precision path A and B are
+// first rounded to bf16 copies in scratch.
+func (o *op) gemm(g cu.GemmOp) {
+	if !o.ok || g.M == 0 || g.N == 0 {
+		return
+	}
+	if g.K == 0 {
+		o.launch("scale_matrix", elementwiseCfg(int64(g.M)*int64(g.N), o.b.sms), g.C, int64(g.M), int32(g.N), int32(g.Ldc), g.Beta)
+		return
+	}
+	g.AB = cu.R32F
+	if o.b.bf16 {
+		rowsA, colsA := g.M, g.K
+		if g.TransA {
+			rowsA, colsA = g.K, g.M
+		}
+		rowsB, colsB := g.K, g.N
+		if g.TransB {
+			rowsB, colsB = g.N, g.K
+		}
+		g.A = o.toBF16(g.A, gemmSpan(rowsA, colsA, g.Lda, g.Batch, g.StrideA))
+		g.B = o.toBF16(g.B, gemmSpan(rowsB, colsB, g.Ldb, g.Batch, g.StrideB))
+		g.AB = cu.R16BF
+	}
+	if !o.ok {
+		return
+	}
+	if err := o.b.dev.gemm(g); err != nil {
+		o.failf(err)
+	}
+}
+
+// toBF16 rounds n floats at p into a bf16 scratch copy.
+func (o *op) toBF16(p cu.DevicePtr, n int) cu.DevicePtr {
+	if !o.ok {
+		return 0
+	}
+	dst, err := o.scratchBytes(n * 2)
+	if err != nil {
+		o.failf(err)
+		return 0
+	}
+	o.elementwise("cast_bf16", int64(n), dst, p, int64(n))
+	return dst
+}
+
+// colsum adds, for each of Z matrices a (+ z·R·C) [R,C], the column sums of
+// a (or of a⊙b when b != 0) into dst[z·dstStride + c].
+func (o *op) colsum(dst, a, b cu.DevicePtr, R, C, Z, dstStride int) {
+	if !o.ok || R == 0 || C == 0 || Z == 0 || dst == 0 {
+		return
+	}
+	plan := colsumCfg(R, C, Z)
+	partial := o.scratch32(plan.partialFloats)
+	o.launch("colsum_partial", plan.partial, partial, a, b, int32(R), int32(C), int32(plan.rowsPerChunk))
+	o.elementwise("colsum_finalize", int64(Z)*int64(C), dst, partial, int32(plan.chunks), int32(C), int32(Z), int32(dstStride))
+}
+
+// off offsets a device pointer by n floats.
+func off(p cu.DevicePtr, n int) cu.DevicePtr {
+	if p == 0 {
+		return 0
+	}
+	return p + cu.DevicePtr(n*4)
+}
+
+// Gemm implements kernels.Backend.
+func (b *Backend) Gemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, bm []float32, ldb int, beta float32, c []float32, ldc int) {
+	b.GemmBatched(transA, transB, m, n, k, alpha, a, lda, 0, bm, ldb, 0, beta, c, ldc, 0, 1)
+}
+
+// GemmBatched implements kernels.Backend.
+func (b *Backend) GemmBatched(transA, transB bool, m, n, k int, alpha float32, a []float32, lda, strideA int, bm []float32, ldb, strideB int, beta float32, c []float32, ldc, strideC int, batch int) {
+	o := b.begin("GemmBatched")
+	if o == nil || m == 0 || n == 0 || batch == 0 {
+		return
+	}
+	rowsA, colsA := m, k
+	if transA {
+		rowsA, colsA = k, m
+	}
+	rowsB, colsB := k, n
+	if transB {
+		rowsB, colsB = n, k
+	}
+	ia := o.arg(a, gemmSpan(rowsA, colsA, lda, batch, int64(strideA)), false)
+	ib := o.arg(bm, gemmSpan(rowsB, colsB, ldb, batch, int64(strideB)), false)
+	ic := o.arg(c, gemmSpan(m, n, ldc, batch, int64(strideC)), true)
+	if o.start() {
+		if k == 0 {
+			for i := 0; i < batch; i++ {
+				o.gemm(cu.GemmOp{M: m, N: n, K: 0, C: off(o.p(ic), i*strideC), Ldc: ldc, Beta: beta})
+			}
+		} else {
+			o.gemm(cu.GemmOp{TransA: transA, TransB: transB, M: m, N: n, K: k, Alpha: alpha, Beta: beta,
+				A: o.p(ia), B: o.p(ib), C: o.p(ic), Lda: lda, Ldb: ldb, Ldc: ldc, Batch: batch,
+				StrideA: int64(strideA), StrideB: int64(strideB), StrideC: int64(strideC)})
+		}
+	}
+	o.end()
+}
+
+// LinearForward implements kernels.Backend: one cuBLASLt call with the bias
+// epilogue on the mixed-precision path, GEMM + bias_add otherwise.
+func (b *Backend) LinearForward(out, in, weight, bias []float32, rows, inDim, outDim int) {
+	o := b.begin("LinearForward")
+	if o == nil || rows == 0 || outDim == 0 {
+		return
+	}
+	iout := o.arg(out, rows*outDim, true)
+	iin := o.arg(in, rows*inDim, false)
+	iw := o.arg(weight, outDim*inDim, false)
+	ib := o.arg(bias, outDim, false)
+	if o.start() {
+		done := false
+		if b.bf16 && bias != nil && inDim > 0 {
+			in16 := o.toBF16(o.p(iin), rows*inDim)
+			w16 := o.toBF16(o.p(iw), outDim*inDim)
+			if o.ok {
+				switch err := b.dev.linearBias(o.p(iout), in16, w16, o.p(ib), rows, inDim, outDim, cu.R16BF); {
+				case err == nil:
+					done = true
+				case !errors.Is(err, cu.ErrNoAlgo):
+					o.failf(err)
+				}
+			}
+		}
+		if !done {
+			o.gemm(cu.GemmOp{TransB: true, M: rows, N: outDim, K: inDim, Alpha: 1, A: o.p(iin), Lda: inDim, B: o.p(iw), Ldb: inDim, C: o.p(iout), Ldc: outDim})
+			if bias != nil {
+				o.elementwise("bias_add", int64(rows)*int64(outDim), o.p(iout), o.p(ib), int64(rows), int32(outDim))
+			}
+		}
+	}
+	o.end()
+}
+
+// LinearBackward implements kernels.Backend.
+func (b *Backend) LinearBackward(din, dweight, dbias, dout, in, weight []float32, rows, inDim, outDim int) {
+	o := b.begin("LinearBackward")
+	if o == nil || rows == 0 {
+		return
+	}
+	idin := o.arg(din, rows*inDim, true)
+	idw := o.arg(dweight, outDim*inDim, true)
+	idb := o.arg(dbias, outDim, true)
+	idout := o.arg(dout, rows*outDim, false)
+	iin := o.arg(in, rows*inDim, false)
+	iw := o.arg(weight, outDim*inDim, false)
+	if o.start() {
+		if din != nil {
+			o.gemm(cu.GemmOp{M: rows, N: inDim, K: outDim, Alpha: 1, Beta: 1, A: o.p(idout), Lda: outDim, B: o.p(iw), Ldb: inDim, C: o.p(idin), Ldc: inDim})
+		}
+		o.gemm(cu.GemmOp{TransA: true, M: outDim, N: inDim, K: rows, Alpha: 1, Beta: 1, A: o.p(idout), Lda: outDim, B: o.p(iin), Ldb: inDim, C: o.p(idw), Ldc: inDim})
+		o.colsum(o.p(idb), o.p(idout), 0, rows, outDim, 1, outDim)
+	}
+	o.end()
+}
+
+// LayerNormForward implements kernels.Backend.
+func (b *Backend) LayerNormForward(out, mean, rstd, in []float32, rows, cols int) {
+	o := b.begin("LayerNormForward")
+	if o == nil || rows == 0 {
+		return
+	}
+	iout, imean, irstd := o.arg(out, rows*cols, true), o.arg(mean, rows, true), o.arg(rstd, rows, true)
+	iin := o.arg(in, rows*cols, false)
+	if o.start() {
+		o.launch("layernorm_forward", warpPerRowCfg(rows), o.p(iout), o.p(imean), o.p(irstd), o.p(iin), int32(rows), int32(cols))
+	}
+	o.end()
+}
+
+// LayerNormBackward implements kernels.Backend.
+func (b *Backend) LayerNormBackward(din, dout, out, rstd []float32, rows, cols int) {
+	o := b.begin("LayerNormBackward")
+	if o == nil || rows == 0 {
+		return
+	}
+	idin, idout := o.arg(din, rows*cols, true), o.arg(dout, rows*cols, false)
+	iout, irstd := o.arg(out, rows*cols, false), o.arg(rstd, rows, false)
+	if o.start() {
+		o.launch("layernorm_backward", warpPerRowCfg(rows), o.p(idin), o.p(idout), o.p(iout), o.p(irstd), int32(rows), int32(cols))
+	}
+	o.end()
+}
+
+// modSpan is the floats a [B, stride] modulation chunk of width D spans.
+func modSpan(B, D, stride int) int { return (B-1)*stride + D }
+
+// ModulateForward implements kernels.Backend.
+func (b *Backend) ModulateForward(out, in, shift, scale []float32, B, N, D, modStride int) {
+	o := b.begin("ModulateForward")
+	if o == nil || B*N*D == 0 {
+		return
+	}
+	iout, iin := o.arg(out, B*N*D, true), o.arg(in, B*N*D, false)
+	ish, isc := o.arg(shift, modSpan(B, D, modStride), false), o.arg(scale, modSpan(B, D, modStride), false)
+	if o.start() {
+		o.elementwise("modulate_forward", int64(B*N*D), o.p(iout), o.p(iin), o.p(ish), o.p(isc), int32(B), int32(N), int32(D), int32(modStride))
+	}
+	o.end()
+}
+
+// ModulateBackward implements kernels.Backend.
+func (b *Backend) ModulateBackward(din, dshift, dscale, dout, in, scale []float32, B, N, D, modStride int) {
+	o := b.begin("ModulateBackward")
+	if o == nil || B*N*D == 0 {
+		return
+	}
+	idin := o.arg(din, B*N*D, true)
+	idsh, idsc := o.arg(dshift, modSpan(B, D, modStride), true), o.arg(dscale, modSpan(B, D, modStride), true)
+	idout, iin := o.arg(dout, B*N*D, false), o.arg(in, B*N*D, false)
+	isc := o.arg(scale, modSpan(B, D, modStride), false)
+	if o.start() {
+		if din != nil {
+			o.elementwise("modulate_backward_input", int64(B*N*D), o.p(idin), o.p(idout), o.p(isc), int32(B), int32(N), int32(D), int32(modStride))
+		}
+		o.colsum(o.p(idsh), o.p(idout), 0, N, D, B, modStride)
+		o.colsum(o.p(idsc), o.p(idout), o.p(iin), N, D, B, modStride)
+	}
+	o.end()
+}
+
+// GatedResidualForward implements kernels.Backend.
+func (b *Backend) GatedResidualForward(h, y, gate []float32, B, N, D, gateStride int) {
+	o := b.begin("GatedResidualForward")
+	if o == nil || B*N*D == 0 {
+		return
+	}
+	ih, iy, ig := o.arg(h, B*N*D, true), o.arg(y, B*N*D, false), o.arg(gate, modSpan(B, D, gateStride), false)
+	if o.start() {
+		o.elementwise("gated_residual_forward", int64(B*N*D), o.p(ih), o.p(iy), o.p(ig), int32(B), int32(N), int32(D), int32(gateStride))
+	}
+	o.end()
+}
+
+// GatedResidualBackward implements kernels.Backend.
+func (b *Backend) GatedResidualBackward(dy, dgate, dh, y, gate []float32, B, N, D, gateStride int) {
+	o := b.begin("GatedResidualBackward")
+	if o == nil || B*N*D == 0 {
+		return
+	}
+	idy, idg := o.arg(dy, B*N*D, true), o.arg(dgate, modSpan(B, D, gateStride), true)
+	idh, iy, ig := o.arg(dh, B*N*D, false), o.arg(y, B*N*D, false), o.arg(gate, modSpan(B, D, gateStride), false)
+	if o.start() {
+		if dy != nil {
+			o.elementwise("gated_residual_backward_input", int64(B*N*D), o.p(idy), o.p(idh), o.p(ig), int32(B), int32(N), int32(D), int32(gateStride))
+		}
+		o.colsum(o.p(idg), o.p(idh), o.p(iy), N, D, B, gateStride)
+	}
+	o.end()
+}
+
+// ResidualForward implements kernels.Backend.
+func (b *Backend) ResidualForward(out, in1, in2 []float32, n int) {
+	o := b.begin("ResidualForward")
+	if o == nil || n == 0 {
+		return
+	}
+	iout, i1, i2 := o.arg(out, n, true), o.arg(in1, n, false), o.arg(in2, n, false)
+	if o.start() {
+		o.elementwise("residual_forward", int64(n), o.p(iout), o.p(i1), o.p(i2), int64(n))
+	}
+	o.end()
+}
+
+// ResidualBackward implements kernels.Backend.
+func (b *Backend) ResidualBackward(din1, din2, dout []float32, n int) {
+	o := b.begin("ResidualBackward")
+	if o == nil || n == 0 {
+		return
+	}
+	i1, i2, id := o.arg(din1, n, true), o.arg(din2, n, true), o.arg(dout, n, false)
+	if o.start() {
+		for _, i := range []int{i1, i2} {
+			if p := o.p(i); p != 0 {
+				o.elementwise("accumulate", int64(n), p, o.p(id), int64(n))
+			}
+		}
+	}
+	o.end()
+}
+
+// unary runs a forward (out, in) or backward (din, dout, in) elementwise op.
+func (b *Backend) unary(kernel string, n int, write []float32, reads ...[]float32) {
+	o := b.begin(kernel)
+	if o == nil || n == 0 {
+		return
+	}
+	args := []any{}
+	iw := o.arg(write, n, true)
+	var ir []int
+	for _, r := range reads {
+		ir = append(ir, o.arg(r, n, false))
+	}
+	if o.start() {
+		args = append(args, o.p(iw))
+		for _, i := range ir {
+			args = append(args, o.p(i))
+		}
+		args = append(args, int64(n))
+		o.elementwise(kernel, int64(n), args...)
+	}
+	o.end()
+}
+
+// GELUForward implements kernels.Backend.
+func (b *Backend) GELUForward(out, in []float32, n int) { b.unary("gelu_forward", n, out, in) }
+
+// GELUBackward implements kernels.Backend.
+func (b *Backend) GELUBackward(din, dout, in []float32, n int) {
+	b.unary("gelu_backward", n, din, dout, in)
+}
+
+// SiLUForward implements kernels.Backend.
+func (b *Backend) SiLUForward(out, in []float32, n int) { b.unary("silu_forward", n, out, in) }
+
+// SiLUBackward implements kernels.Backend.
+func (b *Backend) SiLUBackward(din, dout, in []float32, n int) {
+	b.unary("silu_backward", n, din, dout, in)
+}
+
+// attnSpan is the floats a [B, N, row] tensor's heads span.
+func attnSpan(d kernels.AttentionDims, n, row int) int {
+	if d.B == 0 || n == 0 {
+		return 0
+	}
+	return (d.B*n-1)*row + d.Heads*d.HeadDim
+}
+
+// AttentionForward implements kernels.Backend: per sample, S = scale·QKᵀ
+// for all heads in one strided-batched GEMM, a fused masked softmax that
+// also writes the log-sum-exp, and O = PV in a second GEMM. The score
+// block of one sample ([Heads, Nq, Nk]) is the only intermediate.
+func (b *Backend) AttentionForward(out, lse, q, k, v, mask []float32, d kernels.AttentionDims) {
+	o := b.begin("AttentionForward")
+	if o == nil || d.B*d.Heads*d.Nq == 0 {
+		return
+	}
+	iout, ilse := o.arg(out, attnSpan(d, d.Nq, d.ORow), true), o.arg(lse, d.B*d.Heads*d.Nq, true)
+	iq, ik, iv := o.arg(q, attnSpan(d, d.Nq, d.QRow), false), o.arg(k, attnSpan(d, d.Nk, d.KRow), false), o.arg(v, attnSpan(d, d.Nk, d.VRow), false)
+	im := o.arg(mask, d.B*d.Nk, false)
+	if o.start() {
+		S := o.scratch32(d.Heads * d.Nq * d.Nk)
+		hd, rows := d.HeadDim, d.Heads*d.Nq
+		for s := 0; s < d.B && o.ok; s++ {
+			qb, kb, vb, ob := off(o.p(iq), s*d.Nq*d.QRow), off(o.p(ik), s*d.Nk*d.KRow), off(o.p(iv), s*d.Nk*d.VRow), off(o.p(iout), s*d.Nq*d.ORow)
+			o.gemm(cu.GemmOp{TransB: true, M: d.Nq, N: d.Nk, K: hd, Alpha: d.Scale, A: qb, Lda: d.QRow, StrideA: int64(hd),
+				B: kb, Ldb: d.KRow, StrideB: int64(hd), C: S, Ldc: d.Nk, StrideC: int64(d.Nq * d.Nk), Batch: d.Heads})
+			o.launch("attn_softmax_forward", warpPerRowCfg(rows), S, off(o.p(ilse), s*rows), off(o.p(im), s*d.Nk), int32(rows), int32(d.Nk))
+			o.gemm(cu.GemmOp{M: d.Nq, N: hd, K: d.Nk, Alpha: 1, A: S, Lda: d.Nk, StrideA: int64(d.Nq * d.Nk),
+				B: vb, Ldb: d.VRow, StrideB: int64(hd), C: ob, Ldc: d.ORow, StrideC: int64(hd), Batch: d.Heads})
+		}
+	}
+	o.end()
+}
+
+// AttentionBackward implements kernels.Backend, recomputing P from Q, K and
+// the saved log-sum-exp (no [Nq, Nk] tensor is kept between passes).
+func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, mask, out, lse []float32, d kernels.AttentionDims) {
+	o := b.begin("AttentionBackward")
+	if o == nil || d.B*d.Heads*d.Nq == 0 {
+		return
+	}
+	idq, idk, idv := o.arg(dq, attnSpan(d, d.Nq, d.QRow), true), o.arg(dk, attnSpan(d, d.Nk, d.KRow), true), o.arg(dv, attnSpan(d, d.Nk, d.VRow), true)
+	idout, iout := o.arg(dout, attnSpan(d, d.Nq, d.ORow), false), o.arg(out, attnSpan(d, d.Nq, d.ORow), false)
+	iq, ik, iv := o.arg(q, attnSpan(d, d.Nq, d.QRow), false), o.arg(k, attnSpan(d, d.Nk, d.KRow), false), o.arg(v, attnSpan(d, d.Nk, d.VRow), false)
+	im, ilse := o.arg(mask, d.B*d.Nk, false), o.arg(lse, d.B*d.Heads*d.Nq, false)
+	if o.start() {
+		hd, rows, block := d.HeadDim, d.Heads*d.Nq, d.Heads*d.Nq*d.Nk
+		P, dP, D := o.scratch32(block), o.scratch32(block), o.scratch32(rows)
+		for s := 0; s < d.B && o.ok; s++ {
+			qb, kb, vb := off(o.p(iq), s*d.Nq*d.QRow), off(o.p(ik), s*d.Nk*d.KRow), off(o.p(iv), s*d.Nk*d.VRow)
+			dqb, dkb, dvb := off(o.p(idq), s*d.Nq*d.QRow), off(o.p(idk), s*d.Nk*d.KRow), off(o.p(idv), s*d.Nk*d.VRow)
+			dob, ob := off(o.p(idout), s*d.Nq*d.ORow), off(o.p(iout), s*d.Nq*d.ORow)
+			o.gemm(cu.GemmOp{TransB: true, M: d.Nq, N: d.Nk, K: hd, Alpha: d.Scale, A: qb, Lda: d.QRow, StrideA: int64(hd),
+				B: kb, Ldb: d.KRow, StrideB: int64(hd), C: P, Ldc: d.Nk, StrideC: int64(d.Nq * d.Nk), Batch: d.Heads})
+			o.elementwise("attn_softmax_recompute", int64(block), P, off(o.p(ilse), s*rows), off(o.p(im), s*d.Nk), int32(rows), int32(d.Nk))
+			if dvb != 0 {
+				o.gemm(cu.GemmOp{TransA: true, M: d.Nk, N: hd, K: d.Nq, Alpha: 1, Beta: 1, A: P, Lda: d.Nk, StrideA: int64(d.Nq * d.Nk),
+					B: dob, Ldb: d.ORow, StrideB: int64(hd), C: dvb, Ldc: d.VRow, StrideC: int64(hd), Batch: d.Heads})
+			}
+			o.gemm(cu.GemmOp{TransB: true, M: d.Nq, N: d.Nk, K: hd, Alpha: 1, A: dob, Lda: d.ORow, StrideA: int64(hd),
+				B: vb, Ldb: d.VRow, StrideB: int64(hd), C: dP, Ldc: d.Nk, StrideC: int64(d.Nq * d.Nk), Batch: d.Heads})
+			o.elementwise("attn_rowdot", int64(rows), D, dob, ob, int32(d.Heads), int32(d.Nq), int32(hd), int32(d.ORow))
+			o.elementwise("attn_softmax_backward", int64(block), dP, P, D, int32(rows), int32(d.Nk), d.Scale)
+			if dqb != 0 {
+				o.gemm(cu.GemmOp{M: d.Nq, N: hd, K: d.Nk, Alpha: 1, Beta: 1, A: dP, Lda: d.Nk, StrideA: int64(d.Nq * d.Nk),
+					B: kb, Ldb: d.KRow, StrideB: int64(hd), C: dqb, Ldc: d.QRow, StrideC: int64(hd), Batch: d.Heads})
+			}
+			if dkb != 0 {
+				o.gemm(cu.GemmOp{TransA: true, M: d.Nk, N: hd, K: d.Nq, Alpha: 1, Beta: 1, A: dP, Lda: d.Nk, StrideA: int64(d.Nq * d.Nk),
+					B: qb, Ldb: d.QRow, StrideB: int64(hd), C: dkb, Ldc: d.KRow, StrideC: int64(hd), Batch: d.Heads})
+			}
+		}
+	}
+	o.end()
+}
+
+// patch runs one of the four patch kernels; write is the output, read the input.
+func (b *Backend) patch(kernel string, write []float32, writeLen int, read []float32, readLen int, d kernels.PatchDims) {
+	o := b.begin(kernel)
+	if o == nil {
+		return
+	}
+	if err := d.Validate(); err != nil {
+		b.fail(err)
+		return
+	}
+	iw, ir := o.arg(write, writeLen, true), o.arg(read, readLen, false)
+	if o.start() {
+		total := int64(d.B) * int64(d.Tokens()) * int64(d.PatchLen())
+		o.elementwise(kernel, total, o.p(iw), o.p(ir), int32(d.B), int32(d.C), int32(d.F), int32(d.H), int32(d.W), int32(d.P), int32(d.PT))
+	}
+	o.end()
+}
+
+// PatchifyForward implements kernels.Backend.
+func (b *Backend) PatchifyForward(out, x []float32, d kernels.PatchDims) {
+	n := d.B * d.C * d.F * d.H * d.W
+	b.patch("patchify_forward", out, n, x, n, d)
+}
+
+// PatchifyBackward implements kernels.Backend.
+func (b *Backend) PatchifyBackward(dx, dout []float32, d kernels.PatchDims) {
+	n := d.B * d.C * d.F * d.H * d.W
+	b.patch("patchify_backward", dx, n, dout, n, d)
+}
+
+// UnpatchifyForward implements kernels.Backend.
+func (b *Backend) UnpatchifyForward(out, o []float32, d kernels.PatchDims) {
+	n := d.B * d.C * d.F * d.H * d.W
+	b.patch("unpatchify_forward", out, n, o, n, d)
+}
+
+// UnpatchifyBackward implements kernels.Backend.
+func (b *Backend) UnpatchifyBackward(do, dout []float32, d kernels.PatchDims) {
+	n := d.B * d.C * d.F * d.H * d.W
+	b.patch("unpatchify_backward", do, n, dout, n, d)
+}
+
+// MSEForward implements kernels.Backend. It synchronises (the result is a
+// host value): per-block partial sums in float64, added on the host in
+// block order so the loss is reproducible. NaN after a failure.
+func (b *Backend) MSEForward(pred, target []float32, n int) float64 {
+	o := b.begin("MSEForward")
+	if o == nil || n == 0 {
+		return math.NaN()
+	}
+	ip, it := o.arg(pred, n, false), o.arg(target, n, false)
+	result := math.NaN()
+	if o.start() {
+		cfg := mseCfg(int64(n))
+		partial := o.scratch32(2 * cfg.grid.X) // doubles
+		o.launch("mse_partial", cfg, partial, o.p(ip), o.p(it), int64(n))
+		if o.ok {
+			host := make([]float64, cfg.grid.X)
+			if err := b.dev.copyDtoH(unsafe.Pointer(&host[0]), partial, 8*len(host)); err != nil {
+				o.failf(err)
+			} else {
+				var s float64
+				for _, v := range host {
+					s += v
+				}
+				result = s / float64(n)
+			}
+		}
+	}
+	o.end()
+	if b.err != nil {
+		return math.NaN()
+	}
+	return result
+}
+
+// MSEBackward implements kernels.Backend.
+func (b *Backend) MSEBackward(dpred, pred, target []float32, n int, scale float32) {
+	o := b.begin("MSEBackward")
+	if o == nil || n == 0 {
+		return
+	}
+	id, ip, it := o.arg(dpred, n, true), o.arg(pred, n, false), o.arg(target, n, false)
+	if o.start() {
+		f := float32(2 * float64(scale) / float64(n))
+		o.elementwise("mse_backward", int64(n), o.p(id), o.p(ip), o.p(it), int64(n), f)
+	}
+	o.end()
+}
+
+// AdamW applies one torch.optim.AdamW step (the same arithmetic as
+// optim.AdamW.Update; step is t, counted from 1) to params in place from
+// grads, updating the moments m and v: one fused kernel over the flat
+// buffers, with params, grads, m and v normally from Alloc.
+func (b *Backend) AdamW(params, grads, m, v []float32, lr, beta1, beta2, eps, weightDecay float64, step int64) error {
+	n := len(params)
+	if len(grads) != n || len(m) != n || len(v) != n {
+		return fmt.Errorf("kernels/cuda: AdamW: params %d, grads %d, m %d, v %d floats differ", n, len(grads), len(m), len(v))
+	}
+	if step < 1 {
+		return fmt.Errorf("kernels/cuda: AdamW: step %d, want ≥ 1", step)
+	}
+	o := b.begin("AdamW")
+	if o == nil {
+		return b.err
+	}
+	ip, im, iv := o.arg(params, n, true), o.arg(m, n, true), o.arg(v, n, true)
+	ig := o.arg(grads, n, false)
+	if o.start() {
+		t := float64(step)
+		o.elementwise("adamw", int64(n), o.p(ip), o.p(im), o.p(iv), o.p(ig), int64(n),
+			float32(1-lr*weightDecay), float32(beta1), float32(1-beta1), float32(beta2), float32(1-beta2),
+			float32(math.Sqrt(1-math.Pow(beta2, t))), float32(-(lr / (1 - math.Pow(beta1, t)))), float32(eps))
+	}
+	o.end()
+	return b.err
+}
+
+// String describes the backend for logs.
+func (b *Backend) String() string {
+	i := b.dev.info()
+	return fmt.Sprintf("%s on %s (sm_%d%d, %d SMs, %.0f GiB)", b.Name(), strings.TrimSpace(i.Name), i.ComputeMajor, i.ComputeMinor, i.Multiprocessors, float64(i.TotalMemory)/(1<<30))
+}

@@ -1,0 +1,178 @@
+package cuda
+
+import (
+	"fmt"
+	"sort"
+	"testing"
+	"unsafe"
+
+	cu "github.com/fmtrain/fmtrain/cuda"
+)
+
+// fakeDevice is a device that computes nothing: it hands out address
+// ranges, records every launch and GEMM, and checks that each device
+// pointer an op passes lies inside memory it handed out (a GEMM's whole
+// operand extents, too). With it every op of the backend runs through its
+// real code path (staging, scratch, shape math, argument checks) on a host
+// without a GPU.
+type fakeDevice struct {
+	t        *testing.T
+	next     uintptr
+	blocks   map[uintptr]uintptr // scratch/device lo -> hi
+	managed  map[uintptr][]float32
+	launches []fakeLaunch
+	gemms    []cu.GemmOp
+	copies   int
+	freeMem  uint64
+	noLtAlgo bool // linearBias answers cu.ErrNoAlgo
+	dinfo    cu.DeviceInfo
+}
+
+type fakeLaunch struct {
+	name string
+	cfg  launchCfg
+	args []any
+}
+
+func newFakeDevice(t *testing.T) *fakeDevice {
+	return &fakeDevice{t: t, next: 1 << 44, blocks: map[uintptr]uintptr{}, managed: map[uintptr][]float32{}, freeMem: 140 << 30,
+		dinfo: cu.DeviceInfo{Name: "Fake H200", ComputeMajor: 9, Multiprocessors: 132, MaxSharedPerBlockOptin: 227 << 10, TotalMemory: 141 << 30}}
+}
+
+func (f *fakeDevice) bind() (func(), error) { return func() {}, nil }
+
+// inside reports whether [p, p+bytes) lies in one allocation.
+func (f *fakeDevice) inside(p cu.DevicePtr, bytes int) bool {
+	a := uintptr(p)
+	for lo, hi := range f.blocks {
+		if a >= lo && a+uintptr(bytes) <= hi {
+			return true
+		}
+	}
+	for lo, s := range f.managed {
+		if a >= lo && a+uintptr(bytes) <= lo+uintptr(len(s))*4 {
+			return true
+		}
+	}
+	return false
+}
+
+func (f *fakeDevice) launch(name string, cfg launchCfg, args ...any) error {
+	for i, a := range args {
+		if p, ok := a.(cu.DevicePtr); ok && p != 0 && !f.inside(p, 1) {
+			f.t.Errorf("launch %s: argument %d = %#x points outside every allocation", name, i, uintptr(p))
+		}
+	}
+	f.launches = append(f.launches, fakeLaunch{name, cfg, args})
+	return nil
+}
+
+func (f *fakeDevice) gemm(g cu.GemmOp) error {
+	elem := 4
+	if g.AB == cu.R16BF {
+		elem = 2
+	}
+	rowsA, colsA := g.M, g.K
+	if g.TransA {
+		rowsA, colsA = g.K, g.M
+	}
+	rowsB, colsB := g.K, g.N
+	if g.TransB {
+		rowsB, colsB = g.N, g.K
+	}
+	for _, o := range []struct {
+		name       string
+		p          cu.DevicePtr
+		rows, cols int
+		ld         int
+		stride     int64
+		elem       int
+	}{
+		{"A", g.A, rowsA, colsA, g.Lda, g.StrideA, elem},
+		{"B", g.B, rowsB, colsB, g.Ldb, g.StrideB, elem},
+		{"C", g.C, g.M, g.N, g.Ldc, g.StrideC, 4},
+	} {
+		if o.ld < o.cols {
+			f.t.Errorf("gemm %s: leading dimension %d < %d columns (%+v)", o.name, o.ld, o.cols, g)
+		}
+		if span := gemmSpan(o.rows, o.cols, o.ld, g.Batch, o.stride); !f.inside(o.p, span*o.elem) {
+			f.t.Errorf("gemm %s: %d elements at %#x overflow their allocation (%+v)", o.name, span, uintptr(o.p), g)
+		}
+	}
+	f.gemms = append(f.gemms, g)
+	return nil
+}
+
+func (f *fakeDevice) linearBias(out, in, w, bias cu.DevicePtr, rows, inDim, outDim int, ab cu.DataType) error {
+	if f.noLtAlgo {
+		return cu.ErrNoAlgo
+	}
+	if !f.inside(out, rows*outDim*4) || !f.inside(in, rows*inDim*2) || !f.inside(w, outDim*inDim*2) || !f.inside(bias, outDim*4) {
+		f.t.Errorf("linearBias operands overflow their allocations")
+	}
+	f.gemms = append(f.gemms, cu.GemmOp{TransB: true, M: rows, N: outDim, K: inDim, A: in, B: w, C: out, AB: ab})
+	return nil
+}
+
+func (f *fakeDevice) alloc(bytes int) (cu.DevicePtr, error) {
+	p := f.next
+	f.blocks[p] = p + uintptr(bytes)
+	f.next += uintptr(bytes+4095) &^ 4095
+	return cu.DevicePtr(p), nil
+}
+
+func (f *fakeDevice) allocManaged(bytes int) (cu.DevicePtr, error) {
+	s := make([]float32, bytes/4)
+	p := uintptr(unsafe.Pointer(&s[0]))
+	f.managed[p] = s
+	return cu.DevicePtr(p), nil
+}
+
+func (f *fakeDevice) free(p cu.DevicePtr) error {
+	if _, ok := f.blocks[uintptr(p)]; ok {
+		delete(f.blocks, uintptr(p))
+		return nil
+	}
+	if _, ok := f.managed[uintptr(p)]; ok {
+		delete(f.managed, uintptr(p))
+		return nil
+	}
+	return fmt.Errorf("fake: free of unknown %#x", uintptr(p))
+}
+
+func (f *fakeDevice) copyHtoD(dst cu.DevicePtr, src unsafe.Pointer, bytes int) error {
+	if !f.inside(dst, bytes) {
+		f.t.Errorf("copyHtoD of %d bytes to %#x overflows", bytes, uintptr(dst))
+	}
+	f.copies++
+	return nil
+}
+
+func (f *fakeDevice) copyDtoH(dst unsafe.Pointer, src cu.DevicePtr, bytes int) error {
+	if !f.inside(src, bytes) {
+		f.t.Errorf("copyDtoH of %d bytes from %#x overflows", bytes, uintptr(src))
+	}
+	f.copies++
+	return nil
+}
+
+func (f *fakeDevice) memFree() (uint64, error) { return f.freeMem, nil }
+func (f *fakeDevice) sync() error              { return nil }
+func (f *fakeDevice) close() error             { return nil }
+func (f *fakeDevice) info() cu.DeviceInfo      { return f.dinfo }
+
+var _ device = (*fakeDevice)(nil)
+
+// kernelsLaunched lists the distinct kernel names launched, sorted.
+func (f *fakeDevice) kernelsLaunched() []string {
+	seen := map[string]bool{}
+	for _, l := range f.launches {
+		seen[l.name] = true
+	}
+	var out []string
+	for n := range seen {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,162 @@
+package cuda
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	cu "github.com/fmtrain/fmtrain/cuda"
+)
+
+// argKind is the kind of one kernel parameter.
+type argKind int
+
+const (
+	argPtr   argKind = 1 + iota // any T* (a cu.DevicePtr)
+	argInt                      // int (int32)
+	argInt64                    // long long (int64)
+	argFloat                    // float (float32)
+)
+
+func (k argKind) String() string {
+	return [...]string{"?", "pointer", "int", "long long", "float"}[k]
+}
+
+var kernelRE = regexp.MustCompile(`extern "C" __global__ void (\w+)\(([^)]*)\)`)
+
+// parseKernels reads every extern "C" kernel's parameter kinds from the
+// program source: the one description of the kernels' signatures, used to
+// check each launch's arguments before cuLaunchKernel sees them.
+func parseKernels(src string) (map[string][]argKind, error) {
+	out := map[string][]argKind{}
+	for _, m := range kernelRE.FindAllStringSubmatch(src, -1) {
+		name := m[1]
+		if _, dup := out[name]; dup {
+			return nil, fmt.Errorf("kernels/cuda: kernel %s defined twice", name)
+		}
+		var kinds []argKind
+		for _, p := range strings.Split(m[2], ",") {
+			p = strings.Join(strings.Fields(p), " ")
+			switch {
+			case strings.Contains(p, "*"):
+				kinds = append(kinds, argPtr)
+			case strings.HasPrefix(p, "long long "):
+				kinds = append(kinds, argInt64)
+			case strings.HasPrefix(p, "int "):
+				kinds = append(kinds, argInt)
+			case strings.HasPrefix(p, "float "):
+				kinds = append(kinds, argFloat)
+			default:
+				return nil, fmt.Errorf("kernels/cuda: kernel %s: unsupported parameter %q", name, p)
+			}
+		}
+		out[name] = kinds
+	}
+	return out, nil
+}
+
+// checkArgs verifies a launch's Go arguments against the kernel's signature.
+func checkArgs(name string, sig []argKind, args []any) error {
+	if len(args) != len(sig) {
+		return fmt.Errorf("kernels/cuda: launch %s: %d arguments, the kernel takes %d", name, len(args), len(sig))
+	}
+	for i, a := range args {
+		var ok bool
+		switch sig[i] {
+		case argPtr:
+			_, ok = a.(cu.DevicePtr)
+		case argInt:
+			_, ok = a.(int32)
+		case argInt64:
+			_, ok = a.(int64)
+		case argFloat:
+			_, ok = a.(float32)
+		}
+		if !ok {
+			return fmt.Errorf("kernels/cuda: launch %s: argument %d is %T, the kernel takes %v", name, i, a, sig[i])
+		}
+	}
+	return nil
+}
+
+// Launch-shape limits of every CUDA GPU since compute capability 3.0.
+const (
+	maxThreadsPerBlock = 1024
+	maxGridX           = 1<<31 - 1
+	maxGridYZ          = 65535
+	// defaultSharedLimit is what a block may use without opting in.
+	defaultSharedLimit = 48 << 10
+)
+
+// launchCfg is one kernel launch's shape.
+type launchCfg struct {
+	grid, block cu.Dim3
+	shared      int
+}
+
+// validate checks a shape against the hardware limits.
+func (c launchCfg) validate(name string) error {
+	g, b := c.grid, c.block
+	switch {
+	case g.X < 1 || g.Y < 1 || g.Z < 1 || b.X < 1 || b.Y < 1 || b.Z < 1:
+		return fmt.Errorf("kernels/cuda: %s: empty launch grid %v block %v", name, g, b)
+	case b.X*b.Y*b.Z > maxThreadsPerBlock:
+		return fmt.Errorf("kernels/cuda: %s: block %v has more than %d threads", name, b, maxThreadsPerBlock)
+	case g.X > maxGridX || g.Y > maxGridYZ || g.Z > maxGridYZ:
+		return fmt.Errorf("kernels/cuda: %s: grid %v exceeds the limits", name, g)
+	case c.shared > defaultSharedLimit:
+		return fmt.Errorf("kernels/cuda: %s: %d bytes of dynamic shared memory needs an opt-in", name, c.shared)
+	}
+	return nil
+}
+
+const elemBlock = 256
+
+// elementwiseCfg covers n elements with 256-thread blocks and a grid-stride
+// loop, at most 32 blocks per multiprocessor (enough to hide latency, few
+// enough that the loop amortises the index math).
+func elementwiseCfg(n int64, sms int) launchCfg {
+	blocks := (n + elemBlock - 1) / elemBlock
+	blocks = min(blocks, int64(max(sms, 1)*32))
+	return launchCfg{grid: cu.Dim3{X: int(max(blocks, 1)), Y: 1, Z: 1}, block: cu.Dim3{X: elemBlock, Y: 1, Z: 1}}
+}
+
+const rowBlock = 128 // 4 warps, one row each
+
+// warpPerRowCfg gives each of rows rows one warp.
+func warpPerRowCfg(rows int) launchCfg {
+	rowsPerBlock := rowBlock / 32
+	return launchCfg{grid: cu.Dim3{X: max((rows+rowsPerBlock-1)/rowsPerBlock, 1), Y: 1, Z: 1}, block: cu.Dim3{X: rowBlock, Y: 1, Z: 1}}
+}
+
+// colsumPlan is the two-pass column sum of Z matrices [R, C].
+type colsumPlan struct {
+	partial      launchCfg
+	chunks       int
+	rowsPerChunk int
+	// partialFloats is the scratch the partial sums need.
+	partialFloats int
+}
+
+// colsumCfg chunks the rows so that each thread sums at most 16 rows
+// (block (32, 8): 128 rows per block) and the chunks, at most 1024 per
+// matrix, spread the work over the GPU.
+func colsumCfg(R, C, Z int) colsumPlan {
+	chunks := min(max((R+127)/128, 1), 1024)
+	per := (R + chunks - 1) / chunks
+	chunks = max((R+per-1)/per, 1)
+	return colsumPlan{
+		partial:       launchCfg{grid: cu.Dim3{X: (C + 31) / 32, Y: chunks, Z: Z}, block: cu.Dim3{X: 32, Y: 8, Z: 1}},
+		chunks:        chunks,
+		rowsPerChunk:  per,
+		partialFloats: Z * chunks * C,
+	}
+}
+
+const msePartialBlocks = 1024
+
+// mseCfg is the first pass of the MSE reduction: at most 1024 blocks of 256.
+func mseCfg(n int64) launchCfg {
+	blocks := min((n+elemBlock-1)/elemBlock, msePartialBlocks)
+	return launchCfg{grid: cu.Dim3{X: int(max(blocks, 1)), Y: 1, Z: 1}, block: cu.Dim3{X: elemBlock, Y: 1, Z: 1}}
+}
