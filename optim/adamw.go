@@ -51,6 +51,14 @@ func (o *AdamW) Update(params, grads []float32, lr float64) error {
 	negStep := float32(-(lr / bc1))
 	eps := float32(o.Eps)
 	m, v := o.M, o.V
+	forChunks(len(grads), func(_, lo, hi int) {
+		update(params[lo:hi], grads[lo:hi], m[lo:hi], v[lo:hi], decay, b1, a1, b2, a2, bc2Sqrt, negStep, eps)
+	})
+	return nil
+}
+
+// update is AdamW's element loop over one chunk.
+func update(params, grads, m, v []float32, decay, b1, a1, b2, a2, bc2Sqrt, negStep, eps float32) {
 	for i, g := range grads {
 		p := params[i] * decay
 		// torch's vectorised add_(g, alpha) and addcmul_ end in a fused
@@ -63,5 +71,4 @@ func (o *AdamW) Update(params, grads []float32, lr float64) error {
 		params[i] = p + negStep*mi/denom
 		m[i], v[i] = mi, vi
 	}
-	return nil
 }

@@ -3,11 +3,20 @@ package optim
 import "math"
 
 // GlobalNorm is the L2 norm of the whole gradient buffer, summed in float64
-// and rounded once.
+// (per fixed-size chunk, then over chunks in order, so the result does not
+// depend on the core count) and rounded once.
 func GlobalNorm(grads []float32) float64 {
+	partial := make([]float64, (len(grads)+chunk-1)/chunk)
+	forChunks(len(grads), func(i, lo, hi int) {
+		var s float64
+		for _, g := range grads[lo:hi] {
+			s += float64(g) * float64(g)
+		}
+		partial[i] = s
+	})
 	var s float64
-	for _, g := range grads {
-		s += float64(g) * float64(g)
+	for _, p := range partial {
+		s += p
 	}
 	return float64(float32(math.Sqrt(s)))
 }
@@ -24,9 +33,11 @@ func ClipGradNorm(grads []float32, maxNorm float64) float64 {
 	}
 	coef := float32(maxNorm / (norm + 1e-6))
 	if coef < 1 {
-		for i := range grads {
-			grads[i] *= coef
-		}
+		forChunks(len(grads), func(_, lo, hi int) {
+			for i := range grads[lo:hi] {
+				grads[lo+i] *= coef
+			}
+		})
 	}
 	return norm
 }

@@ -22,7 +22,10 @@ func (e *EMA) Update(params []float32, step int64) {
 		return
 	}
 	d, a := float32(e.Decay), float32(1-e.Decay)
-	for i, p := range params {
-		e.Shadow[i] = d*e.Shadow[i] + a*p
-	}
+	forChunks(len(params), func(_, lo, hi int) {
+		s := e.Shadow[lo:hi]
+		for i, p := range params[lo:hi] {
+			s[i] = d*s[i] + a*p
+		}
+	})
 }

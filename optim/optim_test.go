@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"math"
 	"os"
+	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/fmtrain/fmtrain/jobspec"
@@ -226,5 +228,32 @@ func TestEMA(t *testing.T) {
 	e.Update(p, 2)
 	if e.Shadow[0] != 4 || e.Shadow[1] != 2 {
 		t.Fatalf("shadow %v, want [4 2]", e.Shadow)
+	}
+}
+
+// The chunked parallel update gives exactly the sequential loop's values,
+// and the norm does not depend on the core count.
+func TestParallelMatchesSequential(t *testing.T) {
+	n := 3*chunk + 5
+	p, g := make([]float32, n), make([]float32, n)
+	for i := range p {
+		p[i], g[i] = float32(i%13)/13-0.5, float32(i%7)/7-0.3
+	}
+	seq := append([]float32(nil), p...)
+	o := NewAdamW(n, 0.9, 0.999, 1e-8, 0.01)
+	if err := o.Update(p, g, 1e-3); err != nil {
+		t.Fatal(err)
+	}
+	m, v := make([]float32, n), make([]float32, n)
+	bc2 := float32(math.Sqrt(1 - 0.999))
+	update(seq, g, m, v, float32(1-1e-3*0.01), 0.9, float32(1-0.9), 0.999, float32(1-0.999), bc2, float32(-(1e-3 / (1 - 0.9))), 1e-8)
+	if !slices.Equal(p, seq) || !slices.Equal(o.M, m) || !slices.Equal(o.V, v) {
+		t.Fatal("parallel AdamW differs from the sequential loop")
+	}
+	prev := runtime.GOMAXPROCS(1)
+	one := GlobalNorm(g)
+	runtime.GOMAXPROCS(prev)
+	if many := GlobalNorm(g); many != one {
+		t.Fatalf("norm %v on one core, %v on %d", one, many, prev)
 	}
 }
