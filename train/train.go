@@ -210,8 +210,19 @@ func checkData(s *jobspec.Spec, ds *data.Dataset) error {
 	if ds.Len() < s.StepScheduler.GlobalBatchSize {
 		return fmt.Errorf("train: dataset %s has %d samples, fewer than global_batch_size (%d)", s.Data.Manifest, ds.Len(), s.StepScheduler.GlobalBatchSize)
 	}
-	if d := s.Model.DiT; d.TextDim != 0 && d.TextDim != m.TextDim {
+	d := s.Model.DiT
+	if d.TextDim != 0 && d.TextDim != m.TextDim {
 		return fmt.Errorf("train: model.text_dim (%d) does not match the dataset's text_dim (%d)", d.TextDim, m.TextDim)
+	}
+	if c := m.LatentShape[0]; d.InChannels != 0 {
+		want, how := c, "the latents' channels"
+		if s.FlowMatching.AdapterType == "hunyuan" {
+			want, how = 2*c+1, "2C+1 (latents plus condition channels, hunyuan adapter)"
+		}
+		if d.InChannels != want || d.OutChannels != c {
+			return fmt.Errorf("train: model.in_channels (%d) and out_channels (%d) must be %d (%s) and %d for latents %v",
+				d.InChannels, d.OutChannels, want, how, c, m.LatentShape)
+		}
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -297,6 +298,11 @@ func TestNewRejects(t *testing.T) {
 	spec.StepScheduler.LocalBatchSize = 100
 	if _, err := New(context.Background(), Options{Spec: spec, Data: ds, Net: newLinearNet(3, 3, 8, 1)}); err == nil {
 		t.Error("a global batch larger than the dataset accepted")
+	}
+	spec = testSpec(t, manifest, t.TempDir(), "")
+	spec.Model.DiT.InChannels = 4
+	if _, err := New(context.Background(), Options{Spec: spec, Data: ds, Net: newLinearNet(3, 3, 8, 1)}); err == nil || !strings.Contains(err.Error(), "model.in_channels (4)") {
+		t.Errorf("in_channels 4 for RGB latents: %v", err)
 	}
 	spec = testSpec(t, manifest, t.TempDir(), "")
 	spec.Checkpoint.RestoreFrom = filepath.Join(t.TempDir(), "step_00000001")
