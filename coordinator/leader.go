@@ -57,13 +57,20 @@ func (l *liveness) heartbeat(req api.HeartbeatRequest, now time.Time) {
 // execute actions and check liveness until ctx ends.
 func (n *Node) lead(ctx context.Context) {
 	n.log.Info("became leader; catching up")
-	if err := n.raft.Barrier(applyTimeout).Error(); err != nil {
-		n.log.Warn("barrier after election failed; waiting for the next election", "err", err)
-		return
-	}
-	if _, err := n.propose(core.LeaderAnnounced{ID: n.opts.ID, HTTP: n.httpURL}); err != nil {
-		n.log.Warn("announcing leadership failed", "err", err)
-		return
+	for {
+		// Serve nothing until everything the previous leader committed is
+		// applied here, and followers know where to forward.
+		err := n.raft.Barrier(applyTimeout).Error()
+		if err == nil {
+			_, err = n.propose(core.LeaderAnnounced{ID: n.opts.ID, HTTP: n.httpURL})
+		}
+		if err == nil {
+			break
+		}
+		n.log.Warn("catching up after the election failed; retrying", "err", err)
+		if sleep(ctx, 100*time.Millisecond); ctx.Err() != nil {
+			return
+		}
 	}
 	live := newLiveness()
 	now := time.Now()
