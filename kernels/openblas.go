@@ -2,11 +2,13 @@ package kernels
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"unsafe"
 
 	"github.com/ebitengine/purego"
+	"golang.org/x/sys/cpu"
 )
 
 // OpenBLAS is loaded at run time with purego (no cgo, no build tag): when
@@ -29,8 +31,36 @@ var (
 	openblasErr   error
 )
 
+// coreTypeEnv is OpenBLAS's kernel override, read once when the library loads.
+const coreTypeEnv = "OPENBLAS_CORETYPE"
+
+// featureCore names the OpenBLAS kernel the CPU's features support, for when
+// OPENBLAS_CORETYPE is unset: OpenBLAS picks its kernel from a table of CPU
+// models and falls back to a generic SSE3 one ("Prescott", about 5× slower)
+// for models newer than the library (0.3.21 does this on model 207, Emerald
+// Rapids). SkylakeX's and Haswell's sgemm kernels are what OpenBLAS itself
+// uses on the AVX-512 and AVX2 models it knows.
+func featureCore() string {
+	switch {
+	case cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512DQ:
+		return "SkylakeX"
+	case cpu.X86.HasAVX2 && cpu.X86.HasFMA:
+		return "Haswell"
+	}
+	return ""
+}
+
 func loadOpenBLAS() (uintptr, string, error) {
 	openblasOnce.Do(func() {
+		// Choose the kernel by CPU features unless the user chose one; set
+		// the variable only while the library initialises.
+		chosen := ""
+		if _, set := os.LookupEnv(coreTypeEnv); !set {
+			if chosen = featureCore(); chosen != "" {
+				os.Setenv(coreTypeEnv, chosen)
+				defer os.Unsetenv(coreTypeEnv)
+			}
+		}
 		h, err := purego.Dlopen(openblasLib, purego.RTLD_NOW|purego.RTLD_GLOBAL)
 		if err != nil {
 			openblasErr = fmt.Errorf("kernels: loading %s: %w", openblasLib, err)
@@ -51,6 +81,9 @@ func loadOpenBLAS() (uintptr, string, error) {
 			var corename func() string
 			purego.RegisterLibFunc(&corename, h, "openblas_get_corename")
 			openblasCore = "openblas/" + corename()
+		}
+		if chosen != "" {
+			openblasCore += " (by CPU features)"
 		}
 		openblasSgemm = sym
 	})
