@@ -121,6 +121,9 @@ func StartCluster(ctx context.Context, opts ClusterOptions) (_ *Cluster, err err
 	return c, nil
 }
 
+// Dir is the cluster's state directory (logs/<worker id>.log live there).
+func (c *Cluster) Dir() string { return c.opts.Dir }
+
 // NATSURL is the NATS client URL workers and fmctl use.
 func (c *Cluster) NATSURL() string { return c.nats.ClientURL() }
 
