@@ -356,3 +356,68 @@ func TestPartitionedLeaderStepsDown(t *testing.T) {
 		return nil
 	})
 }
+
+// TestGrowGroup: a single replica with a job grows to three by adding
+// replicas started with Join; then the first replica stops and the group
+// keeps the job.
+func TestGrowGroup(t *testing.T) {
+	cli := startEtcd(t)
+	var trans []*raft.InmemTransport
+	for i := range 3 {
+		_, tr := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprintf("g-%d", i)))
+		trans = append(trans, tr)
+	}
+	for i := range trans {
+		for j := range trans {
+			if i != j {
+				trans[i].Connect(trans[j].LocalAddr(), trans[j])
+			}
+		}
+	}
+	var nodes []*Node
+	var stops []func()
+	for i := range 3 {
+		n, err := New(Options{ID: fmt.Sprintf("g%d", i), InMemory: true, Transport: trans[i], Join: i > 0,
+			Etcd: cli, HeartbeatInterval: testHeartbeatInterval, HeartbeatTimeout: testHeartbeatTimeout, TuneRaft: fastRaft})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); _ = n.Run(ctx) }()
+		stop := func() { cancel(); <-done }
+		t.Cleanup(stop)
+		nodes, stops = append(nodes, n), append(stops, stop)
+	}
+	<-nodes[0].Ready()
+	if _, err := jobstore.Submit(context.Background(), cli, "g", testSpec("g", 1, 1, 4, 4, 10)); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, cli, "g", 10*time.Second, "pending", func(s *api.JobStatus) bool { return s.State == api.JobPending })
+	for i := 1; i < 3; i++ {
+		body := fmt.Sprintf(`{"id":"g%d","raft_addr":"g-%d"}`, i, i)
+		resp, err := http.Post(nodes[0].Addr()+api.PathAddVoter, "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), fmt.Sprintf(`"id":"g%d"`, i)) {
+			t.Fatalf("add-voter g%d: %s %s", i, resp.Status, b)
+		}
+	}
+	checkFor(t, 10*time.Second, "joined replicas hold the job", func() error {
+		for _, n := range nodes[1:] {
+			if st := n.fsm.jobStatus("g"); st == nil {
+				return fmt.Errorf("%s has no job g", n.opts.ID)
+			}
+		}
+		return nil
+	})
+	stops[0]()
+	c := &cluster{nodes: nodes}
+	lead := c.leader(t, 0)
+	if st := nodes[lead].fsm.jobStatus("g"); st.State != api.JobPending {
+		t.Fatalf("after the first replica stopped: %+v", st)
+	}
+}

@@ -50,6 +50,9 @@ type Options struct {
 	// Peers is the static initial cluster, the same on every replica and
 	// including this one; empty means a single-replica group.
 	Peers []Peer
+	// Join starts a replica that bootstraps nothing: it waits until the
+	// group's leader adds it (POST /v1/raft/add-voter), to grow a group.
+	Join bool
 	// HTTPAddr is where the worker API, /healthz, /readyz and /metrics are
 	// served (default 127.0.0.1:0; "-" serves nothing, for tests that call
 	// Handler). HTTPAdvertise is the URL other replicas forward to
@@ -249,7 +252,7 @@ func (n *Node) openRaft() error {
 	if err != nil {
 		return fmt.Errorf("coordinator: reading raft state: %w", err)
 	}
-	if !has {
+	if !has && !o.Join {
 		servers := []raft.Server{{ID: cfg.LocalID, Address: trans.LocalAddr()}}
 		if len(o.Peers) > 0 {
 			servers = servers[:0]

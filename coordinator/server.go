@@ -27,6 +27,8 @@ func (n *Node) routes() http.Handler {
 	mux.Handle("POST "+api.PathHeartbeat, n.leaderOnly(n.handleHeartbeat))
 	mux.Handle("POST "+api.PathReport, n.leaderOnly(n.handleReport))
 	mux.Handle("POST "+api.PathLeave, n.leaderOnly(n.handleLeave))
+	mux.Handle("POST "+api.PathAddVoter, n.leaderOnly(n.handleAddVoter))
+	mux.Handle("POST "+api.PathRemoveServer, n.leaderOnly(n.handleRemoveServer))
 	mux.HandleFunc("GET "+api.PathStatus, n.handleStatus)
 	mux.HandleFunc("GET "+api.PathHealthz, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -129,6 +131,55 @@ func (n *Node) handleLeave(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, api.LeaveResponse{})
+}
+
+// handleAddVoter adds a replica started with Join to the raft group.
+func (n *Node) handleAddVoter(w http.ResponseWriter, r *http.Request) {
+	var req api.MembershipRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if req.ID == "" || req.RaftAddr == "" {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "add-voter needs id and raft_addr", "")
+		return
+	}
+	if err := n.raft.AddVoter(raft.ServerID(req.ID), raft.ServerAddress(req.RaftAddr), 0, applyTimeout).Error(); err != nil {
+		n.applyFailed(w, fmt.Errorf("coordinator: adding voter %s at %s: %w", req.ID, req.RaftAddr, err))
+		return
+	}
+	n.log.Info("added raft voter", "id", req.ID, "raft_addr", req.RaftAddr)
+	writeJSON(w, http.StatusOK, n.membership())
+}
+
+// handleRemoveServer removes a replica (e.g. one whose host is gone for good).
+func (n *Node) handleRemoveServer(w http.ResponseWriter, r *http.Request) {
+	var req api.MembershipRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	if req.ID == "" {
+		writeError(w, http.StatusBadRequest, api.CodeBadRequest, "remove-server needs id", "")
+		return
+	}
+	if err := n.raft.RemoveServer(raft.ServerID(req.ID), 0, applyTimeout).Error(); err != nil {
+		n.applyFailed(w, fmt.Errorf("coordinator: removing server %s: %w", req.ID, err))
+		return
+	}
+	n.log.Info("removed raft server", "id", req.ID)
+	writeJSON(w, http.StatusOK, n.membership())
+}
+
+// membership is the raft configuration as this replica knows it.
+func (n *Node) membership() api.MembershipResponse {
+	var resp api.MembershipResponse
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return resp
+	}
+	for _, s := range f.Configuration().Servers {
+		resp.Servers = append(resp.Servers, api.Member{ID: string(s.ID), RaftAddr: string(s.Address), Voter: s.Suffrage == raft.Voter})
+	}
+	return resp
 }
 
 // apply proposes ev and writes the error answer when that fails.

@@ -41,6 +41,7 @@ func main() {
 type options struct {
 	id, dataDir                    string
 	raftAddr, raftAdvertise, peers string
+	join                           bool
 	httpAddr, httpAdvertise        string
 	etcdEndpoints, natsURL         string
 	heartbeatInterval, hbTimeout   time.Duration
@@ -57,6 +58,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.raftAddr, "raft-addr", "0.0.0.0:7000", "raft listen address")
 	fs.StringVar(&o.raftAdvertise, "raft-advertise", "", "raft address the other replicas dial (default: this replica's entry in --peers, else --raft-addr)")
 	fs.StringVar(&o.peers, "peers", "", "static initial cluster id=host:port,... (the same on every replica, including this one); empty: a single replica")
+	fs.BoolVar(&o.join, "join", false, "bootstrap nothing: wait to be added to a running group (POST /v1/raft/add-voter on it; docs/operations.md)")
 	fs.StringVar(&o.httpAddr, "http-addr", "0.0.0.0:7070", "worker API, /healthz, /readyz, /metrics and /v1/status listen address")
 	fs.StringVar(&o.httpAdvertise, "http-advertise", "", "URL workers and the other replicas use for this replica (default http://<http-addr>)")
 	fs.StringVar(&o.etcdEndpoints, "etcd-endpoints", "http://127.0.0.1:2379", "comma-separated etcd client URLs (the job queue)")
@@ -141,7 +143,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		defer nc.Close()
 	}
 	n, err := coordinator.New(coordinator.Options{
-		ID: o.id, DataDir: o.dataDir, RaftAddr: o.raftAddr, RaftAdvertise: advertise, Peers: peers,
+		ID: o.id, DataDir: o.dataDir, RaftAddr: o.raftAddr, RaftAdvertise: advertise, Peers: peers, Join: o.join,
 		HTTPAddr: o.httpAddr, HTTPAdvertise: o.httpAdvertise, Etcd: cli, NATS: nc,
 		HeartbeatInterval: o.heartbeatInterval, HeartbeatTimeout: o.hbTimeout, MaxRestarts: o.maxRestarts,
 		Logger: log,

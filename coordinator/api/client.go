@@ -20,9 +20,12 @@ const (
 	PathReport    = "/v1/workers/report"
 	PathLeave     = "/v1/workers/leave"
 	PathStatus    = "/v1/status"
-	PathHealthz   = "/healthz"
-	PathReadyz    = "/readyz"
-	PathMetrics   = "/metrics"
+	// Raft membership (operators; answered by the leader).
+	PathAddVoter     = "/v1/raft/add-voter"
+	PathRemoveServer = "/v1/raft/remove-server"
+	PathHealthz      = "/healthz"
+	PathReadyz       = "/readyz"
+	PathMetrics      = "/metrics"
 )
 
 // ErrUnknownWorker means the coordinator does not know the worker (it never

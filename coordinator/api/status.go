@@ -88,3 +88,22 @@ type CoordinatorStatus struct {
 	Jobs         int    `json:"jobs"`
 	Workers      int    `json:"workers"`
 }
+
+// MembershipRequest names a replica to add (ID and RaftAddr) to, or remove
+// (ID) from, the raft group.
+type MembershipRequest struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr,omitempty"`
+}
+
+// MembershipResponse is the raft configuration after a change.
+type MembershipResponse struct {
+	Servers []Member `json:"servers"`
+}
+
+// Member is one replica of the raft group.
+type Member struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	Voter    bool   `json:"voter"`
+}
