@@ -65,12 +65,18 @@ type Options struct {
 	CacheDir string
 	// Logger receives start-up and fallback messages; nil discards them.
 	Logger *slog.Logger
+	// Async lets ops return before the GPU has run them (faster). The
+	// caller must then call Synchronize before the host reads or writes
+	// any buffer an op has used since the last Synchronize. Without it
+	// every op waits for the GPU, so host code may touch buffers between
+	// ops freely. $FMTRAIN_CUDA_ASYNC=1 sets it for the registry's backends.
+	Async bool
 }
 
 // optionsFromEnv reads FMTRAIN_CUDA_DEVICE (an ordinal or a PCI bus id) for
 // the registry's factories, which take no arguments.
 func optionsFromEnv(bf16 bool) Options {
-	o := Options{BF16: bf16}
+	o := Options{BF16: bf16, Async: os.Getenv("FMTRAIN_CUDA_ASYNC") == "1"}
 	if v := os.Getenv("FMTRAIN_CUDA_DEVICE"); v != "" {
 		if n, err := strconv.Atoi(v); err == nil {
 			o.Ordinal = n
@@ -92,6 +98,8 @@ type Backend struct {
 	mm   managed
 	// allocs are the managed allocations by base address, freed on Close.
 	allocs map[uintptr]cu.DevicePtr
+	// async: ops return before the GPU ran them (Options.Async).
+	async bool
 	// err is the first failure; every later op is skipped.
 	err    error
 	closed bool
@@ -126,7 +134,14 @@ func Open(opts Options) (*Backend, error) {
 		}
 		return nil, fmt.Errorf("kernels/cuda: %w", err)
 	}
-	return newBackend(g, opts.BF16, log)
+	b, err := newBackend(g, opts.BF16, log)
+	if err != nil {
+		g.close()
+		return nil, err
+	}
+	b.async = opts.Async
+	log.Info("cuda backend open", "backend", b.String(), "async", b.async)
+	return b, nil
 }
 
 // newBackend wraps a device (the real GPU or the tests' fake).
@@ -370,6 +385,11 @@ func (o *op) end() {
 					break
 				}
 			}
+		}
+	}
+	if o.ok && !o.b.async {
+		if err := o.b.dev.sync(); err != nil {
+			o.failf(err)
 		}
 	}
 	for _, p := range o.scratch {
@@ -907,8 +927,55 @@ func (b *Backend) AdamW(params, grads, m, v []float32, lr, beta1, beta2, eps, we
 	return b.err
 }
 
+// Zero sets buf to zeros on the device: use it rather than clear() for
+// buffers from Alloc, which a host write would migrate to the host.
+func (b *Backend) Zero(buf []float32) {
+	o := b.begin("Zero")
+	if o == nil || len(buf) == 0 {
+		return
+	}
+	i := o.arg(buf, len(buf), true)
+	if o.start() {
+		o.elementwise("fill", int64(len(buf)), o.p(i), float32(0), int64(len(buf)))
+	}
+	o.end()
+}
+
+// Scale multiplies buf by s on the device (gradient clipping).
+func (b *Backend) Scale(buf []float32, s float32) {
+	o := b.begin("Scale")
+	if o == nil || len(buf) == 0 {
+		return
+	}
+	i := o.arg(buf, len(buf), true)
+	if o.start() {
+		o.elementwise("scale_vector", int64(len(buf)), o.p(i), s, int64(len(buf)))
+	}
+	o.end()
+}
+
+// SumSquares returns Σ buf² accumulated in float64 (the global gradient
+// norm's square) without moving buf to the host. It synchronises.
+func (b *Backend) SumSquares(buf []float32) float64 {
+	if len(buf) == 0 {
+		return 0
+	}
+	return b.MSEForward(buf, nil, len(buf)) * float64(len(buf))
+}
+
 // String describes the backend for logs.
 func (b *Backend) String() string {
 	i := b.dev.info()
 	return fmt.Sprintf("%s on %s (sm_%d%d, %d SMs, %.0f GiB)", b.Name(), strings.TrimSpace(i.Name), i.ComputeMajor, i.ComputeMinor, i.Multiprocessors, float64(i.TotalMemory)/(1<<30))
+}
+
+// DevicePointer returns the device address of s when it lies in memory
+// from Alloc (so a library such as NCCL can use it in place); false for
+// ordinary Go memory.
+func (b *Backend) DevicePointer(s []float32) (cu.DevicePtr, bool) {
+	lo, hi := sliceRange(s, len(s))
+	if lo == hi || !b.mm.contains(lo, hi) {
+		return 0, false
+	}
+	return cu.DevicePtr(lo), true
 }

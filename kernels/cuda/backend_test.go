@@ -172,6 +172,9 @@ func runAllOps(b *Backend, c benchConfig, B int, alloc func(int) []float32) {
 	if err := b.AdamW(p, g, m, v, 1e-4, 0.9, 0.999, 1e-8, 0.01, 1); err != nil {
 		panic(err)
 	}
+	b.Zero(g)
+	b.Scale(g, 0.5)
+	b.SumSquares(g)
 }
 
 // TestEveryOpOnFakeDevice runs every op at the bench shapes through the
@@ -219,8 +222,8 @@ func TestEveryOpOnFakeDevice(t *testing.T) {
 					if got := f.kernelsLaunched(); strings.Join(got, " ") != strings.Join(all, " ") {
 						t.Errorf("ops launched kernels\n%v\nwant (the program's, less %s)\n%v", got, skip, all)
 					}
-					if managedMem && f.copies != 1 { // MSEForward's result only
-						t.Errorf("%d copies with managed buffers, want 1 (the MSE result)", f.copies)
+					if managedMem && f.copies != 2 { // the MSE and SumSquares results only
+						t.Errorf("%d copies with managed buffers, want 2 (the MSE and SumSquares results)", f.copies)
 					}
 					if !managedMem && f.copies < 40 {
 						t.Errorf("only %d copies with host buffers: staging skipped?", f.copies)
@@ -337,5 +340,25 @@ func TestLinearFallsBackWithoutLtAlgo(t *testing.T) {
 	}
 	if got := f.kernelsLaunched(); strings.Join(got, " ") != "bias_add cast_bf16" || len(f.gemms) != 1 || f.gemms[0].AB != cu.R16BF {
 		t.Errorf("kernels %v, gemms %+v", got, f.gemms)
+	}
+}
+
+// TestAsyncSkipsPerOpSync: by default every op waits for the GPU (host code
+// may touch buffers between ops); Async leaves that to Synchronize.
+func TestAsyncSkipsPerOpSync(t *testing.T) {
+	for _, async := range []bool{false, true} {
+		b, f := newFakeBackend(t, false)
+		b.async = async
+		x := b.Alloc(1000)
+		for range 10 {
+			b.GELUForward(x, x, 1000)
+		}
+		if async && f.syncs != 0 || !async && f.syncs != 10 {
+			t.Errorf("async=%v: %d syncs for 10 ops", async, f.syncs)
+		}
+		b.Synchronize()
+		if async && f.syncs != 1 {
+			t.Errorf("async: Synchronize did not sync")
+		}
 	}
 }

@@ -23,6 +23,7 @@ type fakeDevice struct {
 	launches []fakeLaunch
 	gemms    []cu.GemmOp
 	copies   int
+	syncs    int
 	freeMem  uint64
 	noLtAlgo bool // linearBias answers cu.ErrNoAlgo
 	dinfo    cu.DeviceInfo
@@ -157,7 +158,7 @@ func (f *fakeDevice) copyDtoH(dst unsafe.Pointer, src cu.DevicePtr, bytes int) e
 }
 
 func (f *fakeDevice) memFree() (uint64, error) { return f.freeMem, nil }
-func (f *fakeDevice) sync() error              { return nil }
+func (f *fakeDevice) sync() error              { f.syncs++; return nil }
 func (f *fakeDevice) close() error             { return nil }
 func (f *fakeDevice) info() cu.DeviceInfo      { return f.dinfo }
 

@@ -128,3 +128,17 @@ func TestStagerMergesAliasedViews(t *testing.T) {
 		t.Error("nil argument should be a null pointer")
 	}
 }
+
+func TestDevicePointer(t *testing.T) {
+	b, _ := newFakeBackend(t, false)
+	s := b.Alloc(64)
+	if p, ok := b.DevicePointer(s[8:16]); !ok || p != cu.DevicePtr(uintptr(unsafe.Pointer(&s[8]))) {
+		t.Errorf("managed slice: %#x %v", p, ok)
+	}
+	if _, ok := b.DevicePointer(make([]float32, 8)); ok {
+		t.Error("Go memory reported as device memory")
+	}
+	if _, ok := b.DevicePointer(nil); ok {
+		t.Error("nil slice reported as device memory")
+	}
+}

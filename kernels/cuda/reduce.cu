@@ -87,13 +87,13 @@ extern "C" __global__ void layernorm_backward(float* din, const float* dout, con
 }
 
 // mse_partial: partial[block] = sum over the block's grid-stride share of
-// (pred-target)^2, in double; the host adds the partials in order.
-// Block 256.
+// (pred-target)^2 (pred^2 when target is null), in double; the host adds
+// the partials in order. Block 256.
 extern "C" __global__ void mse_partial(double* partial, const float* pred, const float* target, long long n) {
     __shared__ double sh[256];
     double s = 0.0;
     FMT_FOR(i, n) {
-        double e = (double)pred[i] - (double)target[i];
+        double e = (double)pred[i] - (target ? (double)target[i] : 0.0);
         s += e * e;
     }
     sh[threadIdx.x] = s;
