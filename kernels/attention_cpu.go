@@ -95,10 +95,13 @@ func (j *attentionJob) forwardItem(w, b, h int) {
 			}
 			mx = max(mx, x)
 		}
+		expShiftSlice(row, mx)
 		var sum float32
-		for t, x := range row {
-			e := exp32(x - mx)
-			row[t] = e
+		for t, e := range row {
+			if mask != nil && mask[t] == 0 {
+				row[t] = 0 // exactly: padded keys get no weight and no gradient
+				continue
+			}
 			sum += e
 		}
 		inv := 1 / sum
@@ -132,13 +135,13 @@ func (j *attentionJob) backwardItem(w, b, h int) {
 	j.kern.sgemm(w, false, true, d.Nq, d.Nk, d.HeadDim, d.Scale, qb, d.QRow, kb, d.KRow, 0, p, d.Nk)
 	for i := 0; i < d.Nq; i++ {
 		row := p[i*d.Nk : (i+1)*d.Nk]
-		l := lse[i]
-		for t, x := range row {
-			if mask != nil && mask[t] == 0 {
-				row[t] = 0
-				continue
+		expShiftSlice(row, lse[i])
+		if mask != nil {
+			for t, m := range mask {
+				if m == 0 {
+					row[t] = 0
+				}
 			}
-			row[t] = exp32(x - l)
 		}
 	}
 	j.kern.sgemm(w, false, true, d.Nq, d.Nk, d.HeadDim, 1, dob, d.ORow, vb, d.VRow, 0, dp, d.Nk)

@@ -461,15 +461,9 @@ func (j *elementwiseJob) run(_, lo, hi int) {
 			}
 		}
 	case opGELUFwd:
-		o, x := j.out[lo:hi], j.a[lo:hi]
-		for i, v := range x {
-			o[i] = gelu32(v)
-		}
+		geluSlice(j.out[lo:hi], j.a[lo:hi])
 	case opGELUBwd:
-		dx, dy, x := j.out[lo:hi], j.a[lo:hi], j.b[lo:hi]
-		for i, v := range x {
-			dx[i] += dy[i] * geluGrad32(v)
-		}
+		geluGradAccSlice(j.out[lo:hi], j.a[lo:hi], j.b[lo:hi])
 	case opSiLUFwd:
 		o, x := j.out[lo:hi], j.a[lo:hi]
 		for i, v := range x {

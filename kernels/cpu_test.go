@@ -38,6 +38,12 @@ func TestConformance(t *testing.T) {
 		}
 		kernelstest.Run(t, b)
 	})
+	t.Run("cpu-scalar-math", func(t *testing.T) {
+		defer kernels.SetAVX2(kernels.SetAVX2(false))
+		b := kernels.NewCPU(kernels.CPUOptions{})
+		defer b.Close()
+		kernelstest.Run(t, b)
+	})
 	t.Run("cpu-1worker", func(t *testing.T) {
 		b := kernels.NewCPU(kernels.CPUOptions{Workers: 1})
 		defer b.Close()

@@ -6,3 +6,10 @@ var (
 	GELU32     = gelu32
 	GELUGrad32 = geluGrad32
 )
+
+// SetAVX2 switches the assembly loops on or off and returns the old setting.
+func SetAVX2(on bool) bool {
+	old := useAVX2
+	useAVX2 = on
+	return old
+}
