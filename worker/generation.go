@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"path/filepath"
 	"runtime"
@@ -16,6 +17,7 @@ import (
 	"github.com/fmtrain/fmtrain/devices"
 	"github.com/fmtrain/fmtrain/jobspec"
 	"github.com/fmtrain/fmtrain/kernels"
+	"github.com/fmtrain/fmtrain/kernels/cuda"
 	"github.com/fmtrain/fmtrain/telemetry"
 	"github.com/fmtrain/fmtrain/train"
 )
@@ -49,9 +51,12 @@ func (w *Worker) runGeneration(ctx context.Context, a *api.Assignment, stop <-ch
 	defer comm.Close()
 	g.comm = comm
 
-	backend, err := kernels.Open(backendName(w.device))
+	backend, err := w.openBackend()
 	if err != nil {
 		return fatal(fmt.Errorf("worker: %w", err))
+	}
+	if c, ok := backend.(io.Closer); ok {
+		defer c.Close()
 	}
 	ds, err := data.Open(spec.Data.Manifest, data.OpenOptions{})
 	if err != nil {
@@ -141,11 +146,14 @@ func classify(err error) error {
 	return fatal(err)
 }
 
-func backendName(d devices.Device) string {
-	if d.Kind == devices.CUDA {
-		return "cuda"
+// openBackend opens the compute backend of the worker's device: the CPU
+// backend, or the CUDA backend (bf16 mixed precision) on the resolved GPU,
+// chosen by PCI bus id so NVML and CUDA agree about which card it is.
+func (w *Worker) openBackend() (kernels.Backend, error) {
+	if w.device.Kind != devices.CUDA {
+		return kernels.Open("cpu")
 	}
-	return "cpu"
+	return cuda.Open(cuda.Options{Ordinal: w.device.GPU.Ordinal, PCIBusID: w.device.GPU.PCIBusID, BF16: true, Logger: w.log()})
 }
 
 // generation is the state of one assignment's training, shared by the train
