@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -16,7 +17,13 @@ import (
 // single runs one replica on dir until the returned stop is called.
 func single(t *testing.T, dir string, cli *clientv3.Client) (*Node, func()) {
 	t.Helper()
-	n, err := New(Options{ID: "solo", DataDir: dir, Etcd: cli, HeartbeatInterval: testHeartbeatInterval,
+	return singleAt(t, dir, "", cli)
+}
+
+// singleAt is single serving HTTP on httpAddr ("" for any port).
+func singleAt(t *testing.T, dir, httpAddr string, cli *clientv3.Client) (*Node, func()) {
+	t.Helper()
+	n, err := New(Options{ID: "solo", DataDir: dir, HTTPAddr: httpAddr, Etcd: cli, HeartbeatInterval: testHeartbeatInterval,
 		HeartbeatTimeout: testHeartbeatTimeout, TuneRaft: fastRaft})
 	if err != nil {
 		t.Fatal(err)
@@ -194,5 +201,60 @@ func TestWorkerProtocolErrors(t *testing.T) {
 	}
 	if _, err := c.Heartbeat(ctx, api.HeartbeatRequest{WorkerID: "w"}); err != api.ErrUnknownWorker {
 		t.Fatalf("heartbeat after leaving: %v", err)
+	}
+}
+
+// TestRebuildFromEtcd: when every replica lost its raft data, a new group
+// rebuilds the jobs from etcd: ended jobs stay ended (not run again), a
+// running job continues after its last generation from its last
+// checkpoint, and workers register again.
+func TestRebuildFromEtcd(t *testing.T) {
+	cli := startEtcd(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
+	_, stop := singleAt(t, t.TempDir(), addr, cli)
+
+	w0, w1 := newSimWorker(t, "w0", "http://"+addr), newSimWorker(t, "w1", "http://"+addr)
+	go w0.run(ctx, t)
+	if _, err := jobstore.Submit(ctx, cli, "done", testSpec("done", 1, 1, 4, 4, 10)); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, "w0 runs done", func() error { return sameGeneration([]*simWorker{w0}, 1) })
+	w0.report(t, api.ReportFinished, 10, nil)
+	doneBefore := waitStatus(t, cli, "done", 10*time.Second, "done finished", func(s *api.JobStatus) bool { return s.State == api.JobFinished })
+
+	go w1.run(ctx, t)
+	if _, err := jobstore.Submit(ctx, cli, "live", testSpec("live", 1, 2, 4, 2, 100)); err != nil {
+		t.Fatal(err)
+	}
+	live := waitStatus(t, cli, "live", 10*time.Second, "live on two workers", func(s *api.JobStatus) bool { return s.State == api.JobRunning && len(s.Workers) == 2 })
+	checkFor(t, 10*time.Second, "workers hold live", func() error { return sameGeneration([]*simWorker{w0, w1}, live.Generation) })
+	workerWithRank([]*simWorker{w0, w1}, 0).report(t, api.ReportCheckpoint, 10, nil)
+	live = waitStatus(t, cli, "live", 10*time.Second, "checkpoint recorded", func(s *api.JobStatus) bool { return s.LastCheckpoint != nil })
+
+	// Every raft replica's data is gone: a new group on a fresh directory.
+	stop()
+	n, _ := singleAt(t, t.TempDir(), addr, cli)
+	rebuilt := waitStatus(t, cli, "live", 15*time.Second, "live continues", func(s *api.JobStatus) bool {
+		return s.State == api.JobRunning && s.Generation > live.Generation && len(s.Workers) == 2
+	})
+	if rebuilt.Version <= live.Version || rebuilt.LastCheckpoint == nil || rebuilt.LastCheckpoint.Step != 10 {
+		t.Fatalf("rebuilt status %+v after %+v", rebuilt, live)
+	}
+	checkFor(t, 10*time.Second, "workers resume from the checkpoint", func() error {
+		for _, w := range []*simWorker{w0, w1} {
+			a := w.assignment()
+			if a == nil || a.Generation != rebuilt.Generation || a.StartStep != 10 || a.ResumeFrom == nil {
+				return fmt.Errorf("%s holds %+v", w.id, a)
+			}
+		}
+		return nil
+	})
+	if st, err := jobstore.Status(ctx, cli, "done"); err != nil || st.Version != doneBefore.Version || st.State != api.JobFinished {
+		t.Fatalf("the finished job changed: %+v %v (was %+v)", st, err, doneBefore)
+	}
+	if st := n.fsm.jobStatus("done"); st.State != api.JobFinished {
+		t.Fatalf("rebuilt state has done as %s", st.State)
 	}
 }

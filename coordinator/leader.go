@@ -12,6 +12,7 @@ import (
 	"github.com/fmtrain/fmtrain/coordinator/core"
 	"github.com/fmtrain/fmtrain/telemetry"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -134,7 +135,34 @@ func (n *Node) relist(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	statuses := map[string]*api.JobStatus{}
 	for _, kv := range resp.Kvs {
+		if id, suffix, err := api.ParseJobKey(string(kv.Key)); err == nil && suffix == api.StatusKeySuffix {
+			if st, err := api.DecodeJobStatus(kv.Value); err == nil {
+				statuses[id] = st
+			}
+		}
+	}
+	var cancels []*mvccpb.KeyValue // applied after every spec: "cancel" sorts before "spec"
+	for _, kv := range resp.Kvs {
+		id, suffix, err := api.ParseJobKey(string(kv.Key))
+		if err == nil && suffix == api.CancelKeySuffix {
+			cancels = append(cancels, kv)
+		}
+		if err != nil || suffix != api.SpecKeySuffix || n.fsm.hasJob(id) {
+			continue
+		}
+		// A status for a job the state never saw means the raft data was
+		// lost: rebuild the job from what etcd recorded.
+		if prev := statuses[id]; prev != nil {
+			n.log.Warn("rebuilding job from its status in etcd", "job", id, "state", prev.State, "generation", prev.Generation)
+		}
+		ev := core.JobSubmitted{JobID: id, Spec: string(kv.Value), Revision: resp.Header.Revision, At: time.Now(), Previous: statuses[id]}
+		if _, err := n.propose(ev); err != nil {
+			return 0, err
+		}
+	}
+	for _, kv := range cancels {
 		if err := n.jobKeyChanged(string(kv.Key), kv.Value, false, resp.Header.Revision); err != nil {
 			return 0, err
 		}

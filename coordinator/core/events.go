@@ -20,6 +20,11 @@ type JobSubmitted struct {
 	Spec     string    `json:"spec"`
 	Revision int64     `json:"revision"`
 	At       time.Time `json:"at"`
+	// Previous is the status etcd already held for a job this state has
+	// never seen: the coordinators' raft data was lost and is being rebuilt
+	// from etcd. A job that had ended stays as it was; a live one continues
+	// after its last generation, from its last checkpoint.
+	Previous *api.JobStatus `json:"previous,omitempty"`
 }
 
 // JobCancelled: a user asked to cancel JobID (api.JobCancelKey, or the spec

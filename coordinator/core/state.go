@@ -201,7 +201,28 @@ func (s *State) submit(e JobSubmitted) {
 		return
 	}
 	j.spec = spec
+	if p := e.Previous; p != nil {
+		s.adopt(j, p)
+		if j.State.Terminal() {
+			return // etcd already says how it ended
+		}
+	}
 	s.writeStatus(j, e.At)
+}
+
+// adopt takes over what a lost coordinator state had recorded for j.
+func (s *State) adopt(j *Job, p *api.JobStatus) {
+	// Statuses written from now on must outrank the ones in etcd.
+	s.ActionSeq = max(s.ActionSeq, p.Version)
+	j.Generation, j.Restarts, j.Error = p.Generation, p.Restarts, p.Error
+	j.SubmittedAt, j.StartedAt, j.FinishedAt = p.SubmittedAt, p.StartedAt, p.FinishedAt
+	if c := p.LastCheckpoint; c != nil {
+		cc := *c
+		j.LastCheckpoint, j.Step = &cc, c.Step
+	}
+	if p.State.Terminal() {
+		j.State, j.Step = p.State, p.Step
+	}
 }
 
 func (s *State) cancel(e JobCancelled) {

@@ -298,3 +298,28 @@ func TestEventEncodingRoundTrip(t *testing.T) {
 		t.Errorf("unknown type: err = %v", err)
 	}
 }
+
+func TestRebuildFromPreviousStatus(t *testing.T) {
+	ckpt := &api.Checkpoint{Path: "/c/step_30", Step: 30, SamplesSeen: 360}
+	s, acts := run(t,
+		JobSubmitted{JobID: "ended", Spec: testSpec("ended", 1, 1, 12, 2, 100, "cpu"), Revision: 3, At: at(0),
+			Previous: &api.JobStatus{Version: 40, JobID: "ended", State: api.JobFinished, Step: 100, Generation: 2}},
+		JobSubmitted{JobID: "live", Spec: testSpec("live", 1, 1, 12, 2, 100, "cpu"), Revision: 3, At: at(0),
+			Previous: &api.JobStatus{Version: 57, JobID: "live", State: api.JobRunning, Step: 34, Generation: 5, Restarts: 2, LastCheckpoint: ckpt}},
+		reg("a", 1))
+	if e := s.Jobs["ended"]; e.State != api.JobFinished || e.Step != 100 {
+		t.Fatalf("ended job: %+v", e)
+	}
+	for _, a := range acts {
+		if a.JobID == "ended" {
+			t.Fatalf("an ended job produced an action: %+v", a)
+		}
+		if a.Kind == WriteJobStatus && a.Status.Version <= 57 {
+			t.Fatalf("status version %d does not outrank etcd's 57", a.Status.Version)
+		}
+	}
+	l := s.Jobs["live"]
+	if l.State != api.JobRunning || l.Generation != 6 || l.StartStep != 30 || l.StartSample != 360 || l.Restarts != 2 {
+		t.Fatalf("live job: %+v", l)
+	}
+}
