@@ -34,8 +34,8 @@ deploy-binaries:
 		./deploy/docker/healthcheck ./deploy/docker/etcd github.com/nats-io/nats-server/v2
 	$(CGO_GO) -o $(DEPLOY_BIN)/ ./cmd/fm-worker ./cmd/fmctl
 	deploy/docker/rootfs.sh $(DEPLOY_BIN)/rootfs-static
-	deploy/docker/rootfs.sh $(DEPLOY_BIN)/rootfs-dynamic --lib libopenblas.so.0 \
-		$(DEPLOY_BIN)/fm-coordinator $(DEPLOY_BIN)/fm-worker $(DEPLOY_BIN)/fmctl
+	deploy/docker/rootfs.sh $(DEPLOY_BIN)/rootfs-coordinator $(DEPLOY_BIN)/fm-coordinator $(DEPLOY_BIN)/fmctl
+	deploy/docker/rootfs.sh $(DEPLOY_BIN)/rootfs-worker --lib libopenblas.so.0 $(DEPLOY_BIN)/fm-worker
 
 # The GPU worker links go-nvml (cgo); deploy/docker/worker-gpu.Dockerfile uses it.
 deploy-binaries-gpu:
@@ -44,11 +44,14 @@ deploy-binaries-gpu:
 images: deploy-binaries
 	@for i in $(IMAGES); do \
 		echo "docker build fmtrain/$$i:$(FMTRAIN_TAG)"; \
-		$(DOCKER_BUILD) -f deploy/docker/$$i.Dockerfile -t fmtrain/$$i:$(FMTRAIN_TAG) . >/dev/null || exit 1; \
+		$(DOCKER_BUILD) --label fmtrain.deploy=1 -f deploy/docker/$$i.Dockerfile -t fmtrain/$$i:$(FMTRAIN_TAG) . >/dev/null || exit 1; \
 	done
+	@# Rebuilding leaves the previous images untagged: drop them.
+	@docker image prune -f --filter label=fmtrain.deploy=1 >/dev/null
 
 images-clean:
 	-docker rmi $(foreach i,$(IMAGES),fmtrain/$(i):$(FMTRAIN_TAG))
+	-docker image prune -f --filter label=fmtrain.deploy=1
 
 cluster-up: images
 	$(CLUSTER) up -d

@@ -1,9 +1,9 @@
 # fm-coordinator (and fmctl, for `docker exec ... fmctl status` and one-shot
-# jobs), FROM scratch. `make images` builds the binaries with CGO_ENABLED=0
-# and stages bin/deploy/rootfs-dynamic: the directories, an unprivileged user
-# (65532) and, if fmctl is dynamically linked (purego), the C libraries it loads.
+# jobs), FROM scratch. `make images` builds the binaries (fm-coordinator
+# static, fmctl with cgo) and stages bin/deploy/rootfs-coordinator: the
+# directories, an unprivileged user (65532) and the C libraries fmctl needs.
 FROM scratch
-COPY --chown=65532:65532 bin/deploy/rootfs-dynamic/ /
+COPY --chown=65532:65532 bin/deploy/rootfs-coordinator/ /
 COPY bin/deploy/healthcheck bin/deploy/fm-coordinator bin/deploy/fmctl /usr/local/bin/
 ENV LD_LIBRARY_PATH=/lib/x86_64-linux-gnu:/usr/lib/x86_64-linux-gnu
 USER 65532:65532

@@ -58,7 +58,7 @@ for b in "${bins[@]}"; do
 	copy_with_deps "$b"
 done
 for l in "${libs[@]}"; do
-	path=$("${LDCONFIG:-/sbin/ldconfig}" -p | awk -v n="$l" '$1 == n && /x86-64|x86_64|AArch64/ { print $NF; exit }')
+	path=$("${LDCONFIG:-/sbin/ldconfig}" -p | awk -v n="$l" '!found && $1 == n && /x86-64|x86_64|AArch64/ { print $NF; found = 1 }')
 	[ -n "$path" ] || { echo "rootfs.sh: library $l not installed on this host (apt-get install libopenblas0)" >&2; exit 1; }
 	mkdir -p "$out$(dirname "$path")"
 	cp -L "$path" "$out$path"
