@@ -29,7 +29,7 @@ type cluster struct {
 	done    []chan struct{}
 }
 
-func startCluster(t *testing.T, size int, cli *clientv3.Client, nc *nats.Conn) *cluster {
+func startCluster(t testing.TB, size int, cli *clientv3.Client, nc *nats.Conn) *cluster {
 	t.Helper()
 	c := &cluster{}
 	var peers []Peer
@@ -77,7 +77,7 @@ func (c *cluster) stop(i int) {
 }
 
 // leader waits for exactly one ready leader among the replicas not in skip.
-func (c *cluster) leader(t *testing.T, skip ...int) int {
+func (c *cluster) leader(t testing.TB, skip ...int) int {
 	t.Helper()
 	leader := -1
 	checkFor(t, 10*time.Second, "one ready leader", func() error {
