@@ -38,7 +38,7 @@ SRC
 	rm -rf "$APT/debs" "$CACHE/root"
 	touch "$CACHE/.done"
 fi
-ls "$LIBS" | sed 's/^/  /'
+for f in "$LIBS"/*; do echo "  ${f##*/}"; done
 export LD_LIBRARY_PATH=$LIBS${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export FMTRAIN_CUDA_LIBS_CHECK=1
 go test -count=1 -v -run 'TestRealLibraries|TestNVRTCCompilesKernels' ./cuda/ ./kernels/cuda/
