@@ -198,7 +198,7 @@ func serveHealth(addr string, w *Worker, log *slog.Logger) (*http.Server, error)
 		}
 		fmt.Fprintln(rw, p)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Addr: ln.Addr().String(), Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Warn("health server stopped", "err", err)

@@ -2,6 +2,8 @@ package worker
 
 import (
 	"io"
+	"log/slog"
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -58,5 +60,35 @@ func TestAdvertiseAddr(t *testing.T) {
 	got := advertiseAddr("0.0.0.0:7100")
 	if strings.HasPrefix(got, "0.0.0.0") || !strings.HasSuffix(got, ":7100") {
 		t.Errorf("advertiseAddr(0.0.0.0:7100) = %q, want a dialable host with the same port", got)
+	}
+}
+
+func TestHealthEndpoints(t *testing.T) {
+	w, err := New(Options{Coordinator: newMemCoordinator("j", "", 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := serveHealth("127.0.0.1:0", w, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	get := func(path string) int {
+		resp, err := http.Get("http://" + srv.Addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := get("/healthz"); got != http.StatusOK {
+		t.Errorf("/healthz = %d", got)
+	}
+	if got := get("/readyz"); got != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before registration = %d, want 503", got)
+	}
+	w.phase.Store(int32(PhaseTraining))
+	if got := get("/readyz"); got != http.StatusOK {
+		t.Errorf("/readyz while training = %d, want 200", got)
 	}
 }

@@ -272,8 +272,10 @@ func (w *Worker) Run(ctx context.Context) error {
 				return w.leave()
 			}
 		case <-drainTimer:
-			w.log().Warn("drain timeout: aborting the current step", "timeout", w.opts.DrainTimeout)
-			cur.cancel()
+			if cur != nil {
+				w.log().Warn("drain timeout: aborting the current step", "timeout", w.opts.DrainTimeout)
+				cur.cancel()
+			}
 		case r := <-results:
 			cur.cancel()
 			cur = nil
