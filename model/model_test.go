@@ -384,3 +384,29 @@ func TestFlowAdapters(t *testing.T) {
 		})
 	}
 }
+
+// TestStepFLOPs counts configs.md's FLOPs by listing every GEMM of the
+// tiny config by hand.
+func TestStepFLOPs(t *testing.T) {
+	c := Config{InChannels: 3, OutChannels: 2, PatchSize: 2, PatchSizeT: 2, HiddenSize: 16, Depth: 2, NumHeads: 2, MLPRatio: 2, TextDim: 8}
+	const B, N, S = 2, 8, 3
+	// (rows, in, out) of every linear layer.
+	linears := [][3]float64{
+		{B * N, 3 * 2 * 2 * 2, 16}, {B, 256, 16}, {B, 16, 16}, {B * S, 8, 16}, {B * S, 16, 16}, // embedders
+		{B, 16, 32}, {B * N, 16, 2 * 2 * 2 * 2}, // final layer
+	}
+	for l := 0; l < c.Depth; l++ {
+		linears = append(linears, [3]float64{B, 16, 96}, [3]float64{B * N, 16, 48}, [3]float64{B * N, 16, 16},
+			[3]float64{B * N, 16, 16}, [3]float64{B * S, 16, 32}, [3]float64{B * N, 16, 16},
+			[3]float64{B * N, 16, 32}, [3]float64{B * N, 32, 16})
+	}
+	var want float64
+	for _, g := range linears {
+		want += 3 * 2 * g[0] * g[1] * g[2]
+	}
+	// Attention: q·kᵀ and p·v per head, forward and twice that backward.
+	want += float64(c.Depth) * 3 * 2 * (2*B*N*N*16 + 2*B*N*S*16)
+	if got := StepFLOPs(c, B, N, S); got != want {
+		t.Fatalf("StepFLOPs = %v, want %v", got, want)
+	}
+}
