@@ -30,10 +30,10 @@ import (
 
 // The job: small enough for 2 cores, long enough to hit it mid-training.
 const (
-	maxSteps       = 60
-	ckptEvery      = 10
-	globalBatch    = 24 // 3 workers × 4 × accumulation 2; 2 workers × 4 × 3; 1 × 4 × 6
-	faultAfterStep = 15 // inject once a checkpoint exists and training is under way
+	maxSteps       = 200 // about 7 steps/s on 3 workers sharing 2 cores
+	ckptEvery      = 20
+	globalBatch    = 48 // 3 workers × 8 × accumulation 2; 2 workers × 8 × 3; 1 × 8 × 6
+	faultAfterStep = 50 // inject once checkpoints exist and training is under way
 )
 
 func jobYAML(name string) string {
@@ -47,9 +47,9 @@ model:
   out_channels: 3
   patch_size: 2
   patch_size_t: 1
-  hidden_size: 32
-  depth: 1
-  num_heads: 2
+  hidden_size: 64
+  depth: 2
+  num_heads: 4
   mlp_ratio: 2
   text_dim: 32
 flow_matching:
@@ -63,7 +63,7 @@ optimizer:
   lr: 1.0e-3
 step_scheduler:
   global_batch_size: %d
-  local_batch_size: 4
+  local_batch_size: 8
   max_steps: %d
   ckpt_every_steps: %d
   log_every_steps: 5
