@@ -173,6 +173,22 @@ type Synchronizer interface {
 	Synchronize() error
 }
 
+// Zeroer is implemented by backends whose buffers should be cleared on the
+// device (e.g. CUDA managed memory, where a host-side clear would migrate
+// the pages). Use the Zero helper, which falls back to clear().
+type Zeroer interface {
+	Zero(buf []float32)
+}
+
+// Zero sets buf to zero with be's Zeroer when it has one, else on the host.
+func Zero(be Backend, buf []float32) {
+	if z, ok := be.(Zeroer); ok {
+		z.Zero(buf)
+		return
+	}
+	clear(buf)
+}
+
 // ErrNotForShape is returned by an optional fused path that declines a
 // particular shape; the caller falls back to the generic ops (the role of
 // database/sql/driver.ErrSkip).

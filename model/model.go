@@ -86,15 +86,16 @@ func (m *Model) Grads() []float32 { return m.grads }
 
 // ZeroGrad clears the gradient buffer: the only place gradients are reset
 // (Backward accumulates, so micro-batches add up).
-func (m *Model) ZeroGrad() { clear(m.grads) }
+func (m *Model) ZeroGrad() { kernels.Zero(m.be, m.grads) }
 
 // SetGradReadyHook installs fn (nil removes it). During Backward, fn is
 // called on the Backward goroutine, in reverse layer order, with each
 // contiguous range [lo,hi) of Grads() whose values are final for this
 // Backward: the final layer, then each block from the last to the first,
 // then the embedders. Together the ranges cover the whole buffer exactly
-// once. fn may start reducing the range in the background; it must not
-// modify other parts of Grads().
+// once. On an asynchronous backend the model synchronises before each call,
+// so fn may read the range on the host. fn may start reducing the range in
+// the background; it must not modify other parts of Grads().
 func (m *Model) SetGradReadyHook(fn func(lo, hi int)) { m.hook = fn }
 
 // InputGrads returns the gradients of the last Backward with respect to
@@ -184,6 +185,11 @@ func (m *Model) Forward(ctx context.Context, in Input) ([]float32, error) {
 	s, err := m.check(in)
 	if err != nil {
 		return nil, err
+	}
+	// The host writes the text, mask and sinusoids below: an asynchronous
+	// backend may still be reading them from the previous step.
+	if err := m.sync(); err != nil {
+		return nil, fmt.Errorf("model: forward: %w", err)
 	}
 	if err := m.prepare(s); err != nil {
 		return nil, err
@@ -287,75 +293,81 @@ func (m *Model) Backward(ctx context.Context, dOut []float32) error {
 	if len(dOut) != T*Ko {
 		return fmt.Errorf("model: output gradient has %d values, want %d (the output's size)", len(dOut), T*Ko)
 	}
+	var hookErr error
 	hook := func(lo, hi int) {
-		if m.hook != nil {
+		if m.hook == nil || hookErr != nil {
+			return
+		}
+		// The hook may read the range on the host (a TCP reducer does):
+		// an asynchronous backend must have finished writing it.
+		if hookErr = m.sync(); hookErr == nil {
 			m.hook(lo, hi)
 		}
 	}
 
 	// 7–6. unpatchify and final layer.
-	clear(a.do)
+	kernels.Zero(be, a.do)
 	be.UnpatchifyBackward(a.do, dOut, m.patchDims(c.OutChannels))
-	clear(a.d1)
+	kernels.Zero(be, a.d1)
 	be.LinearBackward(a.d1, G.Final.W, G.Final.B, a.do, a.uF, P.Final.W, T, D, Ko)
-	clear(a.d2)
-	clear(a.dmod[:B*2*D])
+	kernels.Zero(be, a.d2)
+	kernels.Zero(be, a.dmod[:B*2*D])
 	be.ModulateBackward(a.d2, a.dmod, a.dmod[D:], a.d1, a.xhatF, a.fmod[D:], B, N, D, 2*D)
-	clear(a.dh)
+	kernels.Zero(be, a.dh)
 	be.LayerNormBackward(a.dh, a.d2, a.xhatF, a.rstdF, T, D)
-	clear(a.dsiluC)
+	kernels.Zero(be, a.dsiluC)
 	be.LinearBackward(a.dsiluC, G.FinalAdaLN.W, G.FinalAdaLN.B, a.dmod[:B*2*D], a.siluC, P.FinalAdaLN.W, B, D, 2*D)
 	hook(P.FinalStart, len(m.grads))
 
 	// 5. blocks, last to first.
 	self := m.attnDims(N, 3*D, 3*D)
 	cross := m.attnDims(S, D, 2*D)
-	clear(a.dy)
+	kernels.Zero(be, a.dy)
 	for l := len(P.Blocks) - 1; l >= 0; l-- {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("model: backward: %w", err)
 		}
 		w, g, ba := &P.Blocks[l], &G.Blocks[l], &a.blocks[l]
 		mod, dmod := ba.mod, a.dmod
-		clear(dmod)
+		kernels.Zero(be, dmod)
 
 		// MLP branch: h += gate_mlp · f2.
-		clear(a.d1)
+		kernels.Zero(be, a.d1)
 		be.GatedResidualBackward(a.d1, dmod[5*D:], a.dh, ba.f2, mod[5*D:], B, N, D, 6*D)
 		be.GELUForward(a.scrM, ba.f1, T*M) // recompute fc2's input
-		clear(a.dM1)
+		kernels.Zero(be, a.dM1)
 		be.LinearBackward(a.dM1, g.FC2.W, g.FC2.B, a.d1, a.scrM, w.FC2.W, T, M, D)
-		clear(a.dM2)
+		kernels.Zero(be, a.dM2)
 		be.GELUBackward(a.dM2, a.dM1, ba.f1, T*M)
 		be.ModulateForward(a.scrD, ba.xhat3, mod[3*D:], mod[4*D:], B, N, D, 6*D) // recompute fc1's input
-		clear(a.d2)
+		kernels.Zero(be, a.d2)
 		be.LinearBackward(a.d2, g.FC1.W, g.FC1.B, a.dM2, a.scrD, w.FC1.W, T, D, M)
-		clear(a.d3)
+		kernels.Zero(be, a.d3)
 		be.ModulateBackward(a.d3, dmod[3*D:], dmod[4*D:], a.d2, ba.xhat3, mod[4*D:], B, N, D, 6*D)
 		be.LayerNormBackward(a.dh, a.d3, ba.xhat3, ba.rstd3, T, D)
 
 		// Cross-attention branch: h += proj(CrossAttn(LN(h), y, mask)).
-		clear(a.d1)
+		kernels.Zero(be, a.d1)
 		be.LinearBackward(a.d1, g.CrossOut.W, g.CrossOut.B, a.dh, ba.cattn, w.CrossOut.W, T, D, D)
-		clear(a.d2)
-		clear(a.dckv)
+		kernels.Zero(be, a.d2)
+		kernels.Zero(be, a.dckv)
 		be.AttentionBackward(a.d2, a.dckv, a.dckv[D:], a.d1, ba.cq, ba.ckv, ba.ckv[D:], a.mask, ba.cattn, ba.lse2, cross)
 		be.LinearBackward(a.dy, g.CrossKV.W, g.CrossKV.B, a.dckv, a.y, w.CrossKV.W, Ts, D, 2*D)
-		clear(a.d3)
+		kernels.Zero(be, a.d3)
 		be.LinearBackward(a.d3, g.CrossQ.W, g.CrossQ.B, a.d2, ba.xhat2, w.CrossQ.W, T, D, D)
 		be.LayerNormBackward(a.dh, a.d3, ba.xhat2, ba.rstd2, T, D)
 
 		// Self-attention branch: h += gate_msa · proj(SelfAttn(modulated LN(h))).
-		clear(a.d1)
+		kernels.Zero(be, a.d1)
 		be.GatedResidualBackward(a.d1, dmod[2*D:], a.dh, ba.proj, mod[2*D:], B, N, D, 6*D)
-		clear(a.d2)
+		kernels.Zero(be, a.d2)
 		be.LinearBackward(a.d2, g.Proj.W, g.Proj.B, a.d1, ba.attn, w.Proj.W, T, D, D)
-		clear(a.dqkv)
+		kernels.Zero(be, a.dqkv)
 		be.AttentionBackward(a.dqkv, a.dqkv[D:], a.dqkv[2*D:], a.d2, ba.qkv, ba.qkv[D:], ba.qkv[2*D:], nil, ba.attn, ba.lse1, self)
 		be.ModulateForward(a.scrD, ba.xhat1, mod[0:], mod[D:], B, N, D, 6*D) // recompute qkv's input
-		clear(a.d3)
+		kernels.Zero(be, a.d3)
 		be.LinearBackward(a.d3, g.QKV.W, g.QKV.B, a.dqkv, a.scrD, w.QKV.W, T, D, 3*D)
-		clear(a.d1)
+		kernels.Zero(be, a.d1)
 		be.ModulateBackward(a.d1, dmod[0:], dmod[D:], a.d3, ba.xhat1, mod[D:], B, N, D, 6*D)
 		be.LayerNormBackward(a.dh, a.d1, ba.xhat1, ba.rstd1, T, D)
 
@@ -365,28 +377,31 @@ func (m *Model) Backward(ctx context.Context, dOut []float32) error {
 	}
 
 	// 4. text embedder.
-	clear(a.dy1g)
+	kernels.Zero(be, a.dy1g)
 	be.LinearBackward(a.dy1g, G.YFC2.W, G.YFC2.B, a.dy, a.y1g, P.YFC2.W, Ts, D, D)
-	clear(a.dy1)
+	kernels.Zero(be, a.dy1)
 	be.GELUBackward(a.dy1, a.dy1g, a.y1, Ts*D)
-	clear(a.dtxt)
+	kernels.Zero(be, a.dtxt)
 	be.LinearBackward(a.dtxt, G.YFC1.W, G.YFC1.B, a.dy1, a.txt, P.YFC1.W, Ts, Dt, D)
 	// 3. timestep embedder.
-	clear(a.dc)
+	kernels.Zero(be, a.dc)
 	be.SiLUBackward(a.dc, a.dsiluC, a.c, B*D)
-	clear(a.dt1s)
+	kernels.Zero(be, a.dt1s)
 	be.LinearBackward(a.dt1s, G.TFC2.W, G.TFC2.B, a.dc, a.t1s, P.TFC2.W, B, D, D)
-	clear(a.dt1)
+	kernels.Zero(be, a.dt1)
 	be.SiLUBackward(a.dt1, a.dt1s, a.t1, B*D)
 	be.LinearBackward(nil, G.TFC1.W, G.TFC1.B, a.dt1, a.temb, P.TFC1.W, B, TimestepDim, D)
 	// 2–1. patch embedding (positions are fixed) and patchify.
-	clear(a.dpatches)
+	kernels.Zero(be, a.dpatches)
 	be.LinearBackward(a.dpatches, G.PatchEmbed.W, G.PatchEmbed.B, a.dh, a.patches, P.PatchEmbed.W, T, K, D)
-	clear(a.dx)
+	kernels.Zero(be, a.dx)
 	be.PatchifyBackward(a.dx, a.dpatches, m.patchDims(c.InChannels))
 	if err := m.sync(); err != nil {
 		return fmt.Errorf("model: backward: %w", err)
 	}
 	hook(0, P.EmbedEnd)
+	if hookErr != nil {
+		return fmt.Errorf("model: backward: %w", hookErr)
+	}
 	return nil
 }
