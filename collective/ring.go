@@ -301,17 +301,8 @@ func (r *ring) run(ctx context.Context, name string) error {
 func (r *ring) receive(p *plan) error {
 	n := p.recvUnits()
 	for u := range n {
-		// The region may still be going out from an earlier step. The ring
-		// itself orders the two (what arrives now was sent after ours was
-		// received), but only through the network, which neither Go's
-		// memory model nor the race detector sees; this wait makes it
-		// explicit, and in practice never blocks for long.
-		for need := int64(p.recvNeedsSent(u)); r.sent.Load() < need; {
-			select {
-			case <-r.sentKick:
-			case <-r.dead:
-				return r.failure()
-			}
+		if err := r.waitSent(p.recvNeedsSent(u)); err != nil {
+			return err
 		}
 		if err := r.recvUnit(p, u); err != nil {
 			return err
@@ -320,6 +311,23 @@ func (r *ring) receive(p *plan) error {
 		select {
 		case r.kick <- struct{}{}:
 		default:
+		}
+	}
+	return nil
+}
+
+// waitSent waits until the sender has finished need units. A received
+// region may still be going out from an earlier step. The ring itself
+// orders the two (what arrives now was sent after ours was received), but
+// only through the network, which neither Go's memory model nor the race
+// detector sees; this wait makes it explicit, and in practice never blocks
+// for long.
+func (r *ring) waitSent(need int) error {
+	for r.sent.Load() < int64(need) {
+		select {
+		case <-r.sentKick:
+		case <-r.dead:
+			return r.failure()
 		}
 	}
 	return nil
@@ -389,7 +397,12 @@ func (r *ring) sendLoop() {
 	for {
 		select {
 		case p := <-r.work:
-			r.sendDone <- r.send(p)
+			err := r.send(p)
+			if err != nil {
+				// Abort now: the receiver may be waiting for this sender.
+				r.abort(err, noticePeerLost, r.nextRank())
+			}
+			r.sendDone <- err
 		case <-r.dead:
 			return
 		}
@@ -437,7 +450,8 @@ func (r *ring) noticeLoop() {
 		return
 	}
 	lost := int(binary.LittleEndian.Uint32(msg[4:]))
-	if lost < 0 || lost >= r.size {
+	if lost < 0 || lost >= r.size || lost == r.rank {
+		// Rank r+1 lost contact with us: from here, it is the lost one.
 		lost = r.nextRank()
 	}
 	var cause error

@@ -14,7 +14,8 @@ var worldSizes = []int{1, 2, 3, 4, 7}
 // lengths returns the interesting buffer lengths for a world of n: empty,
 // one, around n, and large enough to span several chunks per segment.
 func lengths(n int) []int {
-	large := 5*MinChunkBytes/4*n + 3 // five chunks per segment, not divisible
+	// Five chunks per segment, not divisible, and past the small-message path.
+	large := max(5*MinChunkBytes/4*n+3, smallAllReduceBytes/4/max(n-1, 1)+7)
 	return []int{0, 1, max(n-1, 0), n + 1, 1000, large}
 }
 
