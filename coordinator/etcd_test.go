@@ -258,3 +258,40 @@ func TestRebuildFromEtcd(t *testing.T) {
 		t.Fatalf("rebuilt state has done as %s", st.State)
 	}
 }
+
+// TestFailureReportReforms: after one member reports a lost peer, the
+// others are told to run nothing; their next heartbeats say so and the job
+// re-forms without waiting for any timeout (the heartbeat timeout here is
+// far longer than the test).
+func TestFailureReportReforms(t *testing.T) {
+	cli := startEtcd(t)
+	n, err := New(Options{ID: "solo", InMemory: true, Etcd: cli, HeartbeatInterval: testHeartbeatInterval,
+		HeartbeatTimeout: time.Minute, TuneRaft: fastRaft})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = n.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-n.Ready()
+
+	var ws []*simWorker
+	for _, id := range []string{"a", "b", "c"} {
+		w := newSimWorker(t, id, n.Addr())
+		ws = append(ws, w)
+		go w.run(ctx, t)
+	}
+	if _, err := jobstore.Submit(ctx, cli, "f", testSpec("f", 3, 3, 12, 2, 100)); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(t, cli, "f", 10*time.Second, "running", func(s *api.JobStatus) bool { return s.State == api.JobRunning })
+	checkFor(t, 10*time.Second, "workers hold the generation", func() error { return sameGeneration(ws, st.Generation) })
+	ws[0].report(t, api.ReportFailed, 0, func(r *api.Report) { r.Error = "collective: peer lost (rank 2)" })
+	next := waitStatus(t, cli, "f", 10*time.Second, "re-formed", func(s *api.JobStatus) bool {
+		return s.State == api.JobRunning && s.Generation > st.Generation
+	})
+	if next.Restarts != 1 || len(next.Workers) != 3 {
+		t.Fatalf("re-formed status %+v", next)
+	}
+}

@@ -27,6 +27,15 @@ type liveness struct {
 	progress     map[string]progressNote // by job
 	reformSince  map[string]time.Time    // by job/generation
 	lastProposed map[string]time.Time    // progress proposals, by job
+	running      map[string]runNote      // what each worker said it runs, by worker
+	stopSent     map[string]bool         // MemberStopped proposed, by job/generation/worker
+}
+
+// runNote is what a worker's latest heartbeat said it runs.
+type runNote struct {
+	job        string
+	generation uint64
+	at         time.Time
 }
 
 type progressNote struct {
@@ -37,7 +46,8 @@ type progressNote struct {
 
 func newLiveness() *liveness {
 	return &liveness{lastSeen: map[string]time.Time{}, progress: map[string]progressNote{},
-		reformSince: map[string]time.Time{}, lastProposed: map[string]time.Time{}}
+		reformSince: map[string]time.Time{}, lastProposed: map[string]time.Time{},
+		running: map[string]runNote{}, stopSent: map[string]bool{}}
 }
 
 // heartbeat records that a worker is alive and what it runs.
@@ -45,6 +55,7 @@ func (l *liveness) heartbeat(req api.HeartbeatRequest, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.lastSeen[req.WorkerID] = now
+	l.running[req.WorkerID] = runNote{job: req.JobID, generation: req.Generation, at: now}
 	if req.JobID == "" {
 		return
 	}
@@ -392,6 +403,7 @@ func (n *Node) dueEvents(now time.Time) []core.Event {
 	for id := range l.lastSeen {
 		if !known[id] {
 			delete(l.lastSeen, id)
+			delete(l.running, id)
 		}
 	}
 	for _, j := range n.fsm.jobs() {
@@ -401,9 +413,22 @@ func (n *Node) dueEvents(now time.Time) []core.Event {
 			since, ok := l.reformSince[key]
 			if !ok {
 				l.reformSince[key] = now
-			} else if now.Sub(since) > n.opts.HeartbeatTimeout {
+				break
+			}
+			if now.Sub(since) > n.opts.HeartbeatTimeout {
 				evs = append(evs, core.ReformDue{JobID: j.id, Generation: j.generation, At: now})
 				delete(l.reformSince, key)
+				break
+			}
+			// Members that said, since, that they run something else have
+			// stopped: the next generation need not wait for them.
+			for _, m := range j.members {
+				r, ok := l.running[m]
+				stopKey := key + "/" + m
+				if ok && r.at.After(since) && (r.job != j.id || r.generation != j.generation) && !l.stopSent[stopKey] {
+					evs = append(evs, core.MemberStopped{JobID: j.id, Generation: j.generation, WorkerID: m, At: now})
+					l.stopSent[stopKey] = true
+				}
 			}
 		case api.JobRunning:
 			p := l.progress[j.id]

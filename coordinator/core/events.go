@@ -71,6 +71,16 @@ type LeaderAnnounced struct {
 	HTTP string `json:"http"`
 }
 
+// MemberStopped: a member of a job's failed Generation said in a
+// heartbeat that it no longer runs it (it was told to run nothing while
+// the job re-forms), so the next generation need not wait for it.
+type MemberStopped struct {
+	JobID      string    `json:"job_id"`
+	Generation uint64    `json:"generation"`
+	WorkerID   string    `json:"worker_id"`
+	At         time.Time `json:"at"`
+}
+
 // ActionsDone: the leader executed every outbox action up to Seq.
 type ActionsDone struct {
 	Seq uint64 `json:"seq"`
@@ -82,6 +92,7 @@ func (WorkerRegistered) eventName() string { return "worker_registered" }
 func (WorkerLost) eventName() string       { return "worker_lost" }
 func (Reported) eventName() string         { return "reported" }
 func (ReformDue) eventName() string        { return "reform_due" }
+func (MemberStopped) eventName() string    { return "member_stopped" }
 func (ActionsDone) eventName() string      { return "actions_done" }
 func (LeaderAnnounced) eventName() string  { return "leader_announced" }
 
@@ -127,6 +138,8 @@ func DecodeEvent(b []byte) (Event, error) {
 		ev = &Reported{}
 	case "reform_due":
 		ev = &ReformDue{}
+	case "member_stopped":
+		ev = &MemberStopped{}
 	case "actions_done":
 		ev = &ActionsDone{}
 	case "leader_announced":
@@ -155,6 +168,8 @@ func deref(ev Event) Event {
 	case *Reported:
 		return *e
 	case *ReformDue:
+		return *e
+	case *MemberStopped:
 		return *e
 	case *ActionsDone:
 		return *e

@@ -145,6 +145,11 @@ func (s *State) Step(ev Event) []Action {
 		if j := s.Jobs[e.JobID]; j != nil && j.State == api.JobReforming && j.Generation == e.Generation {
 			s.reform(j, e.At)
 		}
+	case MemberStopped:
+		if j := s.Jobs[e.JobID]; j != nil && j.State == api.JobReforming && j.Generation == e.Generation &&
+			slices.Contains(j.Members, e.WorkerID) && !slices.Contains(j.Stopped, e.WorkerID) {
+			j.Stopped = append(j.Stopped, e.WorkerID)
+		}
 	case ActionsDone:
 		i := 0
 		for i < len(s.Outbox) && s.Outbox[i].Seq <= e.Seq {
@@ -179,6 +184,8 @@ func eventTime(ev Event) time.Time {
 	case Reported:
 		return e.At
 	case ReformDue:
+		return e.At
+	case MemberStopped:
 		return e.At
 	}
 	return time.Time{}

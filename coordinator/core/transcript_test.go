@@ -30,6 +30,7 @@ var update = flag.Bool("update", false, "rewrite testdata/*.txt with the actions
 //	report <worker> <job> <gen> progress|checkpoint|finished <step>
 //	report <worker> <job> <gen> failed|fatal <error...>
 //	reform-due <job> <gen>
+//	stopped <worker> <job> <gen>
 //	ack <seq>
 //	assignment <worker>
 func TestTranscripts(t *testing.T) {
@@ -114,6 +115,9 @@ func replay(t *testing.T, script string) string {
 		case "reform-due":
 			gen, _ := strconv.ParseUint(f[2], 10, 64)
 			ev = ReformDue{JobID: f[1], Generation: gen, At: now}
+		case "stopped":
+			gen, _ := strconv.ParseUint(f[3], 10, 64)
+			ev = MemberStopped{WorkerID: f[1], JobID: f[2], Generation: gen, At: now}
 		case "ack":
 			ev = ActionsDone{Seq: uint64(atoi(t, f[1]))}
 		case "assignment":
