@@ -34,6 +34,7 @@ type cluster struct {
 	etcd    *clientv3.Client
 	etcdURL string
 	coords  map[string]string // service -> http://127.0.0.1:port
+	ids     map[string]string // service -> container id (stable across stop, start, reconnect)
 }
 
 const (
@@ -77,6 +78,7 @@ func startCluster(t *testing.T) *cluster {
 		project: fmt.Sprintf("fmtrain-mh-%d", os.Getpid()),
 		shared:  shared,
 		coords:  map[string]string{},
+		ids:     map[string]string{},
 	}
 	c.compose = append(composeCmd, "-p", c.project, "-f", filepath.Join(root, "deploy", "docker", "compose.yaml"))
 	c.env = append(os.Environ(),
@@ -93,6 +95,9 @@ func startCluster(t *testing.T) *cluster {
 	c.waitHealthy(3 * time.Minute)
 	t.Logf("cluster %s healthy after %v", c.project, time.Since(start).Round(time.Millisecond))
 
+	for _, s := range append(append([]string{"etcd", "nats"}, coordinators...), workers...) {
+		c.container(s)
+	}
 	c.etcdURL = "http://" + c.hostPort("etcd", 2379)
 	for _, s := range coordinators {
 		c.coords[s] = "http://" + c.hostPort(s, 7070)
@@ -141,13 +146,18 @@ func (c *cluster) run(what string, args ...string) string {
 	return out
 }
 
-// container returns the container id of a compose service.
+// container returns the container id of a compose service, asking compose
+// once (it takes a second or two, too slow to sit inside a fault).
 func (c *cluster) container(service string) string {
 	c.t.Helper()
+	if id, ok := c.ids[service]; ok {
+		return id
+	}
 	id := strings.TrimSpace(c.run("compose ps "+service, append(c.compose, "ps", "-q", service)...))
 	if id == "" || strings.Contains(id, "\n") {
 		c.t.Fatalf("service %s: want one container, got %q", service, id)
 	}
+	c.ids[service] = id
 	return id
 }
 
