@@ -239,11 +239,16 @@ func TestKillAndRestartWorker(t *testing.T) {
 	}()
 	var victim string
 	var gen3 uint64
+	var killed time.Time
+	var timeline []*telemetry.Event // events after the kill, for the recovery breakdown
 	waitEvent := func(what string, match func(*telemetry.Event) bool) *telemetry.Event {
 		t.Helper()
 		for {
 			select {
 			case e := <-events:
+				if !killed.IsZero() && e.Time.After(killed) && len(timeline) < 8 {
+					timeline = append(timeline, e)
+				}
 				if e.Kind == telemetry.EventGenerationFormed && e.WorldSize == 3 {
 					gen3 = e.Generation
 					victim = e.Workers[len(e.Workers)-1]
@@ -259,7 +264,7 @@ func TestKillAndRestartWorker(t *testing.T) {
 	}
 	waitEvent("step 15 with three workers", func(e *telemetry.Event) bool { return e.Kind == "step15" })
 
-	killed := time.Now()
+	killed = time.Now()
 	if err := c.Kill(victim); err != nil {
 		t.Fatal(err)
 	}
@@ -268,6 +273,9 @@ func TestKillAndRestartWorker(t *testing.T) {
 	})
 	recovery := first.Time.Sub(killed)
 	t.Logf("kill -9 of %s → first step of generation %d (world %d): %v", victim, first.Generation, first.WorldSize, recovery.Round(time.Millisecond))
+	for _, e := range timeline {
+		t.Logf("  +%v %s (gen %d)", e.Time.Sub(killed).Round(time.Millisecond), e.Kind, e.Generation)
+	}
 	if first.WorldSize != 2 {
 		t.Errorf("generation after the kill has world size %d, want 2", first.WorldSize)
 	}
