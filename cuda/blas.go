@@ -205,18 +205,31 @@ type GemmOp struct {
 	StrideA, StrideB, StrideC int64
 }
 
-// colMajor maps a row-major GEMM to cuBLAS's column-major one: row-major
+// CublasArgs is the column-major call cuBLAS receives for a row-major
+// GemmOp (the operands, sizes and transposes; C, Ldc and the strides of C
+// are unchanged).
+type CublasArgs struct {
+	TransA, TransB   bool
+	M, N, K          int
+	A, B             DevicePtr
+	Lda, Ldb         int
+	StrideA, StrideB int64
+}
+
+// Cublas maps a row-major GEMM to cuBLAS's column-major one: row-major
 // C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ, where a row-major
 // matrix read column-major is its transpose. So cuBLAS gets (B, A)
 // swapped, m and n swapped, and the same transpose flags.
-func colMajor(g GemmOp) (ta, tb int32, m, n, k int32, a, b DevicePtr, lda, ldb int32, sa, sb int64) {
-	op := func(t bool) int32 {
-		if t {
-			return blasOpT
-		}
-		return blasOpN
+func (g GemmOp) Cublas() CublasArgs {
+	return CublasArgs{TransA: g.TransB, TransB: g.TransA, M: g.N, N: g.M, K: g.K, A: g.B, B: g.A,
+		Lda: g.Ldb, Ldb: g.Lda, StrideA: g.StrideB, StrideB: g.StrideA}
+}
+
+func blasOp(t bool) int32 {
+	if t {
+		return blasOpT
 	}
-	return op(g.TransB), op(g.TransA), int32(g.N), int32(g.M), int32(g.K), g.B, g.A, int32(g.Ldb), int32(g.Lda), g.StrideB, g.StrideA
+	return blasOpN
 }
 
 // Gemm runs g on the handle's stream (cublasGemmEx, or
@@ -225,7 +238,9 @@ func (h *BLASHandle) Gemm(g GemmOp) error {
 	if g.M == 0 || g.N == 0 {
 		return nil
 	}
-	ta, tb, m, n, k, a, b, lda, ldb, sa, sb := colMajor(g)
+	c := g.Cublas()
+	ta, tb, m, n, k := blasOp(c.TransA), blasOp(c.TransB), int32(c.M), int32(c.N), int32(c.K)
+	a, b, lda, ldb, sa, sb := c.A, c.B, int32(c.Lda), int32(c.Ldb), c.StrideA, c.StrideB
 	compute := int32(computeType32F)
 	if h.pedantic && g.AB == R32F {
 		compute = computeType32FPedantic

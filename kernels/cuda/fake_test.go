@@ -26,7 +26,10 @@ type fakeDevice struct {
 	syncs    int
 	freeMem  uint64
 	noLtAlgo bool // linearBias answers cu.ErrNoAlgo
-	dinfo    cu.DeviceInfo
+	// emulate: memory is real and kernels and GEMMs run (emu_test.go).
+	emulate bool
+	backing map[uintptr][]uint64
+	dinfo   cu.DeviceInfo
 }
 
 type fakeLaunch struct {
@@ -36,7 +39,7 @@ type fakeLaunch struct {
 }
 
 func newFakeDevice(t *testing.T) *fakeDevice {
-	return &fakeDevice{t: t, next: 1 << 44, blocks: map[uintptr]uintptr{}, managed: map[uintptr][]float32{}, freeMem: 140 << 30,
+	return &fakeDevice{t: t, next: 1 << 44, blocks: map[uintptr]uintptr{}, managed: map[uintptr][]float32{}, backing: map[uintptr][]uint64{}, freeMem: 140 << 30,
 		dinfo: cu.DeviceInfo{Name: "Fake H200", ComputeMajor: 9, Multiprocessors: 132, MaxSharedPerBlockOptin: 227 << 10, TotalMemory: 141 << 30}}
 }
 
@@ -65,6 +68,9 @@ func (f *fakeDevice) launch(name string, cfg launchCfg, args ...any) error {
 		}
 	}
 	f.launches = append(f.launches, fakeLaunch{name, cfg, args})
+	if f.emulate {
+		return emuKernel(name, cfg, args)
+	}
 	return nil
 }
 
@@ -101,6 +107,9 @@ func (f *fakeDevice) gemm(g cu.GemmOp) error {
 		}
 	}
 	f.gemms = append(f.gemms, g)
+	if f.emulate {
+		emuGemm(g)
+	}
 	return nil
 }
 
@@ -111,11 +120,26 @@ func (f *fakeDevice) linearBias(out, in, w, bias cu.DevicePtr, rows, inDim, outD
 	if !f.inside(out, rows*outDim*4) || !f.inside(in, rows*inDim*2) || !f.inside(w, outDim*inDim*2) || !f.inside(bias, outDim*4) {
 		f.t.Errorf("linearBias operands overflow their allocations")
 	}
-	f.gemms = append(f.gemms, cu.GemmOp{TransB: true, M: rows, N: outDim, K: inDim, A: in, B: w, C: out, AB: ab})
+	g := cu.GemmOp{TransB: true, M: rows, N: outDim, K: inDim, Alpha: 1, A: in, B: w, C: out, Lda: inDim, Ldb: inDim, Ldc: outDim, AB: ab}
+	f.gemms = append(f.gemms, g)
+	if f.emulate {
+		emuGemm(g)
+		o, b := f32s(out, rows*outDim), f32s(bias, outDim)
+		for i := range o {
+			o[i] += b[i%outDim]
+		}
+	}
 	return nil
 }
 
 func (f *fakeDevice) alloc(bytes int) (cu.DevicePtr, error) {
+	if f.emulate {
+		m := make([]uint64, (bytes+7)/8)
+		p := uintptr(unsafe.Pointer(&m[0]))
+		f.backing[p] = m
+		f.blocks[p] = p + uintptr(bytes)
+		return cu.DevicePtr(p), nil
+	}
 	p := f.next
 	f.blocks[p] = p + uintptr(bytes)
 	f.next += uintptr(bytes+4095) &^ 4095
@@ -132,6 +156,7 @@ func (f *fakeDevice) allocManaged(bytes int) (cu.DevicePtr, error) {
 func (f *fakeDevice) free(p cu.DevicePtr) error {
 	if _, ok := f.blocks[uintptr(p)]; ok {
 		delete(f.blocks, uintptr(p))
+		delete(f.backing, uintptr(p))
 		return nil
 	}
 	if _, ok := f.managed[uintptr(p)]; ok {
@@ -146,6 +171,9 @@ func (f *fakeDevice) copyHtoD(dst cu.DevicePtr, src unsafe.Pointer, bytes int) e
 		f.t.Errorf("copyHtoD of %d bytes to %#x overflows", bytes, uintptr(dst))
 	}
 	f.copies++
+	if f.emulate {
+		copy(unsafe.Slice((*byte)(*(*unsafe.Pointer)(unsafe.Pointer(&dst))), bytes), unsafe.Slice((*byte)(src), bytes))
+	}
 	return nil
 }
 
@@ -154,6 +182,9 @@ func (f *fakeDevice) copyDtoH(dst unsafe.Pointer, src cu.DevicePtr, bytes int) e
 		f.t.Errorf("copyDtoH of %d bytes from %#x overflows", bytes, uintptr(src))
 	}
 	f.copies++
+	if f.emulate {
+		copy(unsafe.Slice((*byte)(dst), bytes), unsafe.Slice((*byte)(*(*unsafe.Pointer)(unsafe.Pointer(&src))), bytes))
+	}
 	return nil
 }
 
