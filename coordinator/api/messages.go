@@ -22,6 +22,11 @@ type RegisterRequest struct {
 	CollectiveAddr string `json:"collective_addr"`
 	// HTTPAddr is the worker's own /healthz endpoint; optional.
 	HTTPAddr string `json:"http_addr,omitempty"`
+	// Incarnation identifies this run of the worker process (random at
+	// start). A registration repeated with the same incarnation (a retry
+	// after a timeout) changes nothing; a new incarnation means the worker
+	// restarted, which ends any generation that counted it.
+	Incarnation string `json:"incarnation,omitempty"`
 }
 
 // Validate names the first missing or malformed field.

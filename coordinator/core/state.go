@@ -248,6 +248,9 @@ func (s *State) cancel(e JobCancelled) {
 
 func (s *State) register(e WorkerRegistered) {
 	id := e.Worker.WorkerID
+	if w := s.Workers[id]; w != nil && e.Worker.Incarnation != "" && w.Info.Incarnation == e.Worker.Incarnation {
+		return // the same process asking again (a retried request)
+	}
 	if w := s.Workers[id]; w != nil && w.Job != "" {
 		// Registering means the worker runs nothing: its old process is gone.
 		s.lose(id, "worker "+id+" registered again (restarted)", e.At)

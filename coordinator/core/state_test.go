@@ -323,3 +323,18 @@ func TestRebuildFromPreviousStatus(t *testing.T) {
 		t.Fatalf("live job: %+v", l)
 	}
 }
+
+func TestRegisterRetryKeepsTheGeneration(t *testing.T) {
+	w := worker("a")
+	w.Incarnation = "run-1"
+	s, _ := run(t, submit("j", 1, 1, 12, 2, 0), WorkerRegistered{Worker: w, At: at(1)})
+	s.Step(WorkerRegistered{Worker: w, At: at(2)}) // a retry
+	if j := s.Jobs["j"]; j.Generation != 1 || j.Restarts != 0 {
+		t.Fatalf("a retried registration re-formed the job: %+v", j)
+	}
+	w.Incarnation = "run-2" // the process restarted
+	s.Step(WorkerRegistered{Worker: w, At: at(3)})
+	if j := s.Jobs["j"]; j.Generation != 2 || j.Restarts != 1 {
+		t.Fatalf("a restarted worker did not end its generation: %+v", j)
+	}
+}
