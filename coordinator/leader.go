@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -290,6 +291,9 @@ func (n *Node) execute(ctx context.Context, js jetstream.JetStream, acts []core.
 				n.metrics.statusWrites.Inc()
 			}
 		case core.PublishEvent:
+			if failures[a.Seq] == 0 {
+				logEvent(n.log, a.Event)
+			}
 			if js != nil {
 				if err := publishEvent(ctx, js, a); err != nil {
 					failures[a.Seq]++
@@ -447,4 +451,31 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
+}
+
+// logEvent writes a job event to the coordinator's own log, once, when the
+// leader first executes it: operators read what the coordinator decided
+// there even without NATS.
+func logEvent(log *slog.Logger, e *telemetry.Event) {
+	attrs := []any{"job", e.Job, "event", e.Kind, "generation", e.Generation, "step", e.Step}
+	if len(e.Workers) > 0 {
+		attrs = append(attrs, "workers", e.Workers)
+	}
+	if e.Worker != "" {
+		attrs = append(attrs, "worker", e.Worker)
+	}
+	if e.Checkpoint != "" {
+		attrs = append(attrs, "checkpoint", e.Checkpoint)
+	}
+	if e.Detail != "" {
+		attrs = append(attrs, "detail", e.Detail)
+	}
+	if e.Error != "" {
+		attrs = append(attrs, "error", e.Error)
+	}
+	level := slog.LevelInfo
+	if e.Kind == telemetry.EventFailed || e.Kind == telemetry.EventWorkerLost {
+		level = slog.LevelWarn
+	}
+	log.Log(context.Background(), level, "job event", attrs...)
 }
