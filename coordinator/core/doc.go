@@ -22,9 +22,13 @@
 //
 // The driving loop (coordinator.Node) is, in outline:
 //
-//	ev := <what happened>                         // job watch, register, report, missed heartbeat
-//	raft.Apply(core.EncodeEvent(ev))              // every replica: fsm.Apply → state.Step(ev)
-//	if leader { for a := range state.Outbox() { execute(a) }; raft.Apply(ActionsDone{Seq}) }
+//	ev := <what happened>                    // job watch, register, report, missed heartbeat
+//	data, _ := core.EncodeEvent(ev)
+//	raft.Apply(data, timeout)                // every replica: fsm.Apply → state.Step(ev)
+//	if leader {                              // coordinator.Node.executeActions
+//		for _, a := range state.Outbox { execute(a) }
+//		raft.Apply(EncodeEvent(ActionsDone{Seq: last.Seq}))
+//	}
 //
 // State is not safe for concurrent use; the FSM guards it with a lock.
 package core
