@@ -163,9 +163,15 @@ func (r *ring) allReduceSmall(ctx context.Context, buf []float32, op Op) error {
 	if err := r.allGather(ctx, buf, all, "allreduce"); err != nil {
 		return err
 	}
-	copy(buf, all[:m])
-	for src := 1; src < r.size; src++ {
-		add(buf, all[src*m:(src+1)*m])
+	if r.size == 2 {
+		add(buf, all[(1-r.rank)*m:][:m]) // buf is ours: a+b and b+a are the same bits
+	} else {
+		if r.rank != 0 {
+			copy(buf, all[:m])
+		}
+		for src := 1; src < r.size; src++ {
+			add(buf, all[src*m:(src+1)*m])
+		}
 	}
 	if op == OpAverage {
 		div(buf, float32(r.size))
