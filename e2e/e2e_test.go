@@ -311,3 +311,66 @@ func TestKillAndRestartWorker(t *testing.T) {
 		t.Errorf("the last step ran in generation %d, before the rejoin (%d)", gens[steps], rejoined.Generation)
 	}
 }
+
+// TestDrainLosesNoSteps sends SIGTERM to rank 0 mid-training: it finishes
+// its step, checkpoints it and leaves with exit status 0; the job re-forms on
+// the other worker from exactly that step (no checkpoint was due: without the
+// drain checkpoint it would restart from step 0) and completes.
+func TestDrainLosesNoSteps(t *testing.T) {
+	c := startCluster(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	const steps, global = 40, 8
+	p := jobParams{manifest: dataset(t, 64, 2), minW: 1, maxW: 2, global: global, local: 2, maxSteps: steps, ckptEvery: 1000, ckptDir: filepath.Join(t.TempDir(), "ckpt")}
+	if err := c.Submit(ctx, "drain", spec(p)); err != nil {
+		t.Fatal(err)
+	}
+	var rank0 string
+	var gen uint64
+	err := telemetry.Follow(ctx, c.JS, telemetry.FollowOptions{Job: "drain", Kinds: []telemetry.Kind{telemetry.KindEvents, telemetry.KindMetrics}, FromStart: true},
+		func(m telemetry.Message) error {
+			if m.Event != nil && m.Event.Kind == telemetry.EventGenerationFormed && m.Event.WorldSize == 2 {
+				rank0, gen = m.Event.Workers[0], m.Event.Generation
+			}
+			if m.Metrics != nil && m.Metrics.Generation == gen && m.Rank == 0 && m.Metrics.Step >= 8 {
+				return telemetry.ErrStop
+			}
+			return nil
+		})
+	if err != nil || rank0 == "" {
+		t.Fatalf("waiting for step 8 with two workers: %v (rank 0 %q)", err, rank0)
+	}
+	if err := c.Drain(ctx, rank0); err != nil {
+		t.Fatalf("drained worker exited with %v, want status 0", err)
+	}
+	st, err := c.WaitDone(ctx, "drain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != api.JobFinished || st.Step != steps {
+		t.Fatalf("status %+v: want finished at step %d", st, steps)
+	}
+	msgs, err := telemetry.ReadAll(ctx, c.JS, "drain", telemetry.KindEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var drainedAt, resumedAt int64 = -1, -1
+	for _, m := range msgs {
+		e := m.Event
+		switch {
+		case e.Kind == telemetry.EventWorkerDraining && e.Worker == rank0:
+			drainedAt = e.Step
+		case e.Kind == telemetry.EventGenerationFormed && e.Generation > gen && resumedAt < 0:
+			resumedAt = e.Step
+			if e.WorldSize != 1 || slices.Contains(e.Workers, rank0) {
+				t.Errorf("generation after the drain: %+v, want the other worker alone", e)
+			}
+		}
+	}
+	// The drain event carries the step done when SIGTERM arrived; the step
+	// in progress is finished too, so the resume step is that or the next.
+	if drainedAt < 8 || resumedAt < drainedAt || resumedAt > drainedAt+1 {
+		t.Errorf("drained at step %d, next generation resumed from step %d: want the drain step (no lost steps)", drainedAt, resumedAt)
+	}
+	t.Logf("SIGTERM at step %d; the job resumed from step %d on one worker and finished at %d", drainedAt, resumedAt, st.Step)
+}

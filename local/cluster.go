@@ -197,6 +197,24 @@ func (c *Cluster) Kill(id string) error {
 	return nil
 }
 
+// Drain sends SIGTERM to worker id (a graceful stop: finish the step,
+// leave) and waits until it has exited.
+func (c *Cluster) Drain(ctx context.Context, id string) error {
+	p := c.Worker(id)
+	if p == nil {
+		return fmt.Errorf("local: no worker %s", id)
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		return fmt.Errorf("local: signalling worker %s: %w", id, err)
+	}
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return fmt.Errorf("local: worker %s did not exit after SIGTERM: %w", id, ctx.Err())
+	}
+}
+
 // StopWorkers drains every worker (SIGTERM), waiting up to grace before
 // killing the ones still running.
 func (c *Cluster) StopWorkers(grace time.Duration) {
