@@ -1,3 +1,5 @@
+//go:build cgo
+
 package devices
 
 import (
@@ -117,33 +119,6 @@ func TestCUDAVisibleDevices(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
-
-func TestParseSpec(t *testing.T) {
-	good := map[string]Spec{
-		"auto":     {Auto: true, Ordinal: -1},
-		"":         {Auto: true, Ordinal: -1},
-		"cpu":      {Kind: CPU, Ordinal: -1},
-		" CPU ":    {Kind: CPU, Ordinal: -1},
-		"cuda":     {Kind: CUDA, Ordinal: -1},
-		"gpu":      {Kind: CUDA, Ordinal: -1},
-		"cuda:0":   {Kind: CUDA, Ordinal: 0},
-		"cuda:13":  {Kind: CUDA, Ordinal: 13},
-		"gpu:2":    {Kind: CUDA, Ordinal: 2},
-		"CUDA:1  ": {Kind: CUDA, Ordinal: 1},
-	}
-	for in, want := range good {
-		got, err := ParseSpec(in)
-		if err != nil || got != want {
-			t.Errorf("ParseSpec(%q) = %+v, %v; want %+v", in, got, err, want)
-		}
-	}
-	for _, in := range []string{"cuda:", "cuda:-1", "cuda:x", "tpu", "cuda0", "cuda:1.5", "rocm:0"} {
-		_, err := ParseSpec(in)
-		if !errors.Is(err, ErrBadSpec) || !strings.Contains(err.Error(), fmt.Sprintf("%q", in)) {
-			t.Errorf("ParseSpec(%q) error %v: want ErrBadSpec naming the value", in, err)
-		}
-	}
-}
 
 func TestResolveWithGPUs(t *testing.T) {
 	h, err := OpenWith(Options{NVML: dgx(t), LookupEnv: env(map[string]string{visibleEnv: "5,6,7"})})

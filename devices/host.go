@@ -3,122 +3,32 @@ package devices
 import (
 	"errors"
 	"fmt"
-	"os"
-	"strings"
 	"sync"
-
-	"github.com/NVIDIA/go-nvml/pkg/nvml"
 )
 
 // Host is the set of GPUs this process can use, discovered once at Open.
 // It is safe for concurrent use; Close must be called once when done.
 type Host struct {
-	mu     sync.Mutex // guards lib and closed (NVML calls are serialised)
-	lib    nvml.Interface
+	mu     sync.Mutex // guards closed and serialises sampler calls
 	closed bool
+	// sampler reads a GPU's counters; nil when NVML is not available.
+	sampler sampler
 
 	gpus        []GPU  // visible GPUs in CUDA ordinal order; immutable after Open
 	noGPUReason string // one clause saying why gpus is empty
 }
 
-// Options configure OpenWith. The zero value uses the real NVML library and
-// the process environment.
-type Options struct {
-	// NVML is the library to use; nil means nvml.New() (libnvidia-ml.so.1).
-	// Tests pass github.com/NVIDIA/go-nvml/pkg/nvml/mock/dgxh100.New().
-	NVML nvml.Interface
-	// LookupEnv reads CUDA_VISIBLE_DEVICES; nil means os.LookupEnv.
-	LookupEnv func(string) (string, bool)
+// sampler is the NVML side of a Host (nvml.go; absent without cgo).
+type sampler interface {
+	stats(d Device) (Stats, error)
+	shutdown() error
 }
 
 // Open discovers the GPUs through the system's NVML. A host without the
-// NVIDIA driver yields a Host with no GPUs (see NoGPUReason), not an error;
-// an error means the driver is present but answered wrongly.
-func Open() (*Host, error) { return OpenWith(Options{}) }
-
-// OpenWith is Open with injected NVML and environment.
-func OpenWith(opts Options) (*Host, error) {
-	lib := opts.NVML
-	if lib == nil {
-		lib = nvml.New()
-	}
-	lookup := opts.LookupEnv
-	if lookup == nil {
-		lookup = os.LookupEnv
-	}
-	h := &Host{}
-	if ret := lib.Init(); ret != nvml.SUCCESS {
-		if ret == nvml.ERROR_LIBRARY_NOT_FOUND {
-			h.noGPUReason = "the NVIDIA driver is not installed on this host (libnvidia-ml.so.1 could not be loaded)"
-		} else {
-			h.noGPUReason = fmt.Sprintf("the NVIDIA driver did not initialise (nvmlInit: %v)", ret)
-		}
-		h.closed = true // nothing to shut down
-		return h, nil
-	}
-	h.lib = lib
-	all, err := discover(lib)
-	if err != nil {
-		lib.Shutdown()
-		return nil, err
-	}
-	value, set := lookup(visibleEnv)
-	h.gpus = applyVisible(value, set, all)
-	switch {
-	case len(all) == 0:
-		h.noGPUReason = "the NVIDIA driver reports no GPU on this host"
-	case len(h.gpus) == 0:
-		h.noGPUReason = fmt.Sprintf("%s=%q hides all %d GPU(s) of this host", visibleEnv, value, len(all))
-	}
-	return h, nil
-}
-
-// discover lists every GPU NVML reports, in NVML order.
-func discover(lib nvml.Interface) ([]GPU, error) {
-	n, ret := lib.DeviceGetCount()
-	if ret != nvml.SUCCESS {
-		return nil, fmt.Errorf("devices: nvmlDeviceGetCount: %v", ret)
-	}
-	out := make([]GPU, 0, n)
-	for i := 0; i < n; i++ {
-		d, ret := lib.DeviceGetHandleByIndex(i)
-		if ret != nvml.SUCCESS {
-			return nil, fmt.Errorf("devices: nvmlDeviceGetHandleByIndex(%d): %v", i, ret)
-		}
-		g := GPU{NVMLIndex: i, Ordinal: i}
-		if g.UUID, ret = d.GetUUID(); ret != nvml.SUCCESS {
-			return nil, fmt.Errorf("devices: GPU %d: nvmlDeviceGetUUID: %v", i, ret)
-		}
-		if g.Name, ret = d.GetName(); ret != nvml.SUCCESS {
-			return nil, fmt.Errorf("devices: GPU %d: nvmlDeviceGetName: %v", i, ret)
-		}
-		mem, ret := d.GetMemoryInfo()
-		if ret != nvml.SUCCESS {
-			return nil, fmt.Errorf("devices: GPU %d: nvmlDeviceGetMemoryInfo: %v", i, ret)
-		}
-		g.MemoryBytes = mem.Total
-		if g.ComputeMajor, g.ComputeMinor, ret = d.GetCudaComputeCapability(); ret != nvml.SUCCESS {
-			return nil, fmt.Errorf("devices: GPU %d: nvmlDeviceGetCudaComputeCapability: %v", i, ret)
-		}
-		if pci, ret := d.GetPciInfo(); ret == nvml.SUCCESS {
-			g.PCIBusID = cString(pci.BusId[:])
-		}
-		out = append(out, g)
-	}
-	return out, nil
-}
-
-// cString converts a NUL-terminated C char array.
-func cString(b []int8) string {
-	var sb strings.Builder
-	for _, c := range b {
-		if c == 0 {
-			break
-		}
-		sb.WriteByte(byte(c))
-	}
-	return sb.String()
-}
+// NVIDIA driver (or a binary built without cgo, which NVML needs) yields a
+// Host with no GPUs (see NoGPUReason), not an error; an error means the
+// driver is present but answered wrongly.
+func Open() (*Host, error) { return open() }
 
 // GPUs returns the visible GPUs in CUDA ordinal order (a copy).
 func (h *Host) GPUs() []GPU { return append([]GPU(nil), h.gpus...) }
@@ -148,7 +58,7 @@ type Stats struct {
 	Unsupported []string `json:"unsupported,omitempty"`
 }
 
-// ErrClosed is returned by Stats after Close.
+// ErrClosed is returned by Stats after Close (and on a host without NVML).
 var ErrClosed = errors.New("devices: host closed")
 
 // Stats samples the GPU's utilisation, memory, temperature and power. It
@@ -160,45 +70,10 @@ func (h *Host) Stats(d Device) (Stats, error) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed || h.lib == nil {
+	if h.closed || h.sampler == nil {
 		return Stats{}, ErrClosed
 	}
-	dev, ret := h.lib.DeviceGetHandleByIndex(d.GPU.NVMLIndex)
-	if ret != nvml.SUCCESS {
-		return Stats{}, fmt.Errorf("devices: stats %s: nvmlDeviceGetHandleByIndex(%d): %v", d, d.GPU.NVMLIndex, ret)
-	}
-	var st Stats
-	check := func(what string, ret nvml.Return) error {
-		switch ret {
-		case nvml.SUCCESS:
-			return nil
-		case nvml.ERROR_NOT_SUPPORTED:
-			st.Unsupported = append(st.Unsupported, what)
-			return nil
-		}
-		return fmt.Errorf("devices: stats %s: %s: %v", d, what, ret)
-	}
-	util, ret := dev.GetUtilizationRates()
-	if err := check("nvmlDeviceGetUtilizationRates", ret); err != nil {
-		return Stats{}, err
-	}
-	st.UtilGPUPercent, st.UtilMemoryPercent = float64(util.Gpu), float64(util.Memory)
-	mem, ret := dev.GetMemoryInfo()
-	if err := check("nvmlDeviceGetMemoryInfo", ret); err != nil {
-		return Stats{}, err
-	}
-	st.MemoryUsedBytes, st.MemoryTotalBytes = mem.Used, mem.Total
-	temp, ret := dev.GetTemperature(nvml.TEMPERATURE_GPU)
-	if err := check("nvmlDeviceGetTemperature", ret); err != nil {
-		return Stats{}, err
-	}
-	st.TemperatureC = float64(temp)
-	mw, ret := dev.GetPowerUsage()
-	if err := check("nvmlDeviceGetPowerUsage", ret); err != nil {
-		return Stats{}, err
-	}
-	st.PowerWatts = float64(mw) / 1000
-	return st, nil
+	return h.sampler.stats(d)
 }
 
 // Close shuts NVML down. It is safe to call more than once.
@@ -209,8 +84,8 @@ func (h *Host) Close() error {
 		return nil
 	}
 	h.closed = true
-	if ret := h.lib.Shutdown(); ret != nvml.SUCCESS {
-		return fmt.Errorf("devices: nvmlShutdown: %v", ret)
+	if h.sampler == nil {
+		return nil
 	}
-	return nil
+	return h.sampler.shutdown()
 }
