@@ -134,7 +134,7 @@ func TestClusterFailover(t *testing.T) {
 		return s.State == api.JobRunning && len(s.Workers) == 3
 	})
 	checkFor(t, 10*time.Second, "every worker holds the generation", func() error {
-		return sameGeneration(workers, st.Generation)
+		return sameGeneration(workers, "job1", st.Generation)
 	})
 	checkAssignments(t, workers, 3)
 
@@ -157,7 +157,7 @@ func TestClusterFailover(t *testing.T) {
 	t.Logf("leader c%d stopped; c%d leads", lead, newLead)
 	// A heartbeat timeout later, nobody was declared lost and nothing re-formed.
 	time.Sleep(testHeartbeatTimeout + 500*time.Millisecond)
-	if err := sameGeneration(workers, genBefore); err != nil {
+	if err := sameGeneration(workers, "job1", genBefore); err != nil {
 		t.Fatalf("after failover: %v", err)
 	}
 	if st, _ := jobstore.Status(ctx, cli, "job1"); st.Generation != genBefore || st.State != api.JobRunning {
@@ -180,7 +180,7 @@ func TestClusterFailover(t *testing.T) {
 			alive = append(alive, w)
 		}
 	}
-	checkFor(t, 10*time.Second, "survivors hold the new generation", func() error { return sameGeneration(alive, st.Generation) })
+	checkFor(t, 10*time.Second, "survivors hold the new generation", func() error { return sameGeneration(alive, "job1", st.Generation) })
 	for _, w := range alive {
 		a := w.assignment()
 		if a.StartStep != 10 || a.ResumeFrom == nil || a.ResumeFrom.Step != 10 || a.GradAccum != 3 || a.Data.StartSample != 120 {
@@ -227,10 +227,10 @@ func TestClusterFailover(t *testing.T) {
 	}
 }
 
-func sameGeneration(ws []*simWorker, gen uint64) error {
+func sameGeneration(ws []*simWorker, job string, gen uint64) error {
 	for _, w := range ws {
-		if a := w.assignment(); a == nil || a.Generation != gen {
-			return fmt.Errorf("%s holds %+v, want generation %d", w.id, a, gen)
+		if a := w.assignment(); a == nil || a.JobID != job || a.Generation != gen {
+			return fmt.Errorf("%s holds %+v, want job %s generation %d", w.id, a, job, gen)
 		}
 	}
 	return nil

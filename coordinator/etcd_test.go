@@ -220,7 +220,7 @@ func TestRebuildFromEtcd(t *testing.T) {
 	if _, err := jobstore.Submit(ctx, cli, "done", testSpec("done", 1, 1, 4, 4, 10)); err != nil {
 		t.Fatal(err)
 	}
-	checkFor(t, 10*time.Second, "w0 runs done", func() error { return sameGeneration([]*simWorker{w0}, 1) })
+	checkFor(t, 10*time.Second, "w0 runs done", func() error { return sameGeneration([]*simWorker{w0}, "done", 1) })
 	w0.report(t, api.ReportFinished, 10, nil)
 	doneBefore := waitStatus(t, cli, "done", 10*time.Second, "done finished", func(s *api.JobStatus) bool { return s.State == api.JobFinished })
 
@@ -229,7 +229,7 @@ func TestRebuildFromEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	live := waitStatus(t, cli, "live", 10*time.Second, "live on two workers", func(s *api.JobStatus) bool { return s.State == api.JobRunning && len(s.Workers) == 2 })
-	checkFor(t, 10*time.Second, "workers hold live", func() error { return sameGeneration([]*simWorker{w0, w1}, live.Generation) })
+	checkFor(t, 10*time.Second, "workers hold live", func() error { return sameGeneration([]*simWorker{w0, w1}, "live", live.Generation) })
 	workerWithRank([]*simWorker{w0, w1}, 0).report(t, api.ReportCheckpoint, 10, nil)
 	live = waitStatus(t, cli, "live", 10*time.Second, "checkpoint recorded", func(s *api.JobStatus) bool { return s.LastCheckpoint != nil })
 
@@ -286,7 +286,7 @@ func TestFailureReportReforms(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := waitStatus(t, cli, "f", 10*time.Second, "running", func(s *api.JobStatus) bool { return s.State == api.JobRunning })
-	checkFor(t, 10*time.Second, "workers hold the generation", func() error { return sameGeneration(ws, st.Generation) })
+	checkFor(t, 10*time.Second, "workers hold the generation", func() error { return sameGeneration(ws, "f", st.Generation) })
 	ws[0].report(t, api.ReportFailed, 0, func(r *api.Report) { r.Error = "collective: peer lost (rank 2)" })
 	next := waitStatus(t, cli, "f", 10*time.Second, "re-formed", func(s *api.JobStatus) bool {
 		return s.State == api.JobRunning && s.Generation > st.Generation

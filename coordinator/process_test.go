@@ -108,7 +108,7 @@ func TestProcessLeaderKill(t *testing.T) {
 		return s.State == api.JobRunning && len(s.Workers) == 2
 	})
 	ws := []*simWorker{w0, w1}
-	checkFor(t, 10*time.Second, "workers hold the generation", func() error { return sameGeneration(ws, st.Generation) })
+	checkFor(t, 10*time.Second, "workers hold the generation", func() error { return sameGeneration(ws, "mp", st.Generation) })
 	workerWithRank(ws, 0).report(t, api.ReportCheckpoint, 10, nil)
 
 	if err := procs[lead].Process.Kill(); err != nil {
@@ -120,7 +120,7 @@ func TestProcessLeaderKill(t *testing.T) {
 	t.Logf("killed leader c%d; c%d ready as leader after %v", lead, newLead, time.Since(killedAt).Round(time.Millisecond))
 
 	time.Sleep(testHeartbeatTimeout + 500*time.Millisecond)
-	if err := sameGeneration(ws, st.Generation); err != nil {
+	if err := sameGeneration(ws, "mp", st.Generation); err != nil {
 		t.Fatalf("after the leader was killed: %v", err)
 	}
 	if r := workerWithRank(ws, 1).report(t, api.ReportFinished, 50, nil); !r.Accepted {
