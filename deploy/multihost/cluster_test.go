@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/fmtrain/fmtrain/coordinator/api"
 )
@@ -81,9 +83,11 @@ func startCluster(t *testing.T) *cluster {
 		ids:     map[string]string{},
 	}
 	c.compose = append(composeCmd, "-p", c.project, "-f", filepath.Join(root, "deploy", "docker", "compose.yaml"))
+	// Fixed host ports, chosen free now: a port Docker picks itself changes
+	// when the container restarts, and the faults restart containers.
 	c.env = append(os.Environ(),
-		"FMTRAIN_ETCD_PORT=0", "FMTRAIN_NATS_PORT=0",
-		"FMTRAIN_COORD0_PORT=0", "FMTRAIN_COORD1_PORT=0", "FMTRAIN_COORD2_PORT=0",
+		"FMTRAIN_ETCD_PORT="+freePort(t), "FMTRAIN_NATS_PORT="+freePort(t),
+		"FMTRAIN_COORD0_PORT="+freePort(t), "FMTRAIN_COORD1_PORT="+freePort(t), "FMTRAIN_COORD2_PORT="+freePort(t),
 		"FMTRAIN_SHARED="+shared,
 		fmt.Sprintf("FMTRAIN_UID=%d", os.Getuid()), fmt.Sprintf("FMTRAIN_GID=%d", os.Getgid()),
 		"FMTRAIN_HEARTBEAT_TIMEOUT="+heartbeatTimeout.String(),
@@ -102,11 +106,23 @@ func startCluster(t *testing.T) *cluster {
 	for _, s := range coordinators {
 		c.coords[s] = "http://" + c.hostPort(s, 7070)
 	}
-	c.etcd, err = clientv3.New(clientv3.Config{Endpoints: []string{c.etcdURL}, DialTimeout: 5 * time.Second})
+	// The client's own retry warnings while etcd restarts are expected noise.
+	c.etcd, err = clientv3.New(clientv3.Config{Endpoints: []string{c.etcdURL}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatalf("etcd client for %s: %v", c.etcdURL, err)
 	}
 	return c
+}
+
+// freePort returns a TCP port on 127.0.0.1 that is free right now.
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
 }
 
 func (c *cluster) teardown() {

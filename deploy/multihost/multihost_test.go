@@ -129,11 +129,23 @@ var faults = []fault{
 		inject: func(c *cluster, _ *api.JobStatus) func() {
 			id := c.container("worker-2")
 			c.docker("network", "disconnect", c.networkName(), id)
-			// Longer than the heartbeat timeout: the coordinator must declare
-			// it lost, and the ring must not hang on it.
-			time.Sleep(heartbeatTimeout + 3*time.Second)
-			c.docker("network", "connect", "--alias", "worker-2", c.networkName(), id)
-			return func() {}
+			// Reconnect after longer than the heartbeat timeout (the
+			// coordinator must declare it lost, the ring must not hang on
+			// it), while the test watches the recovery.
+			done := make(chan error, 1)
+			go func() {
+				time.Sleep(heartbeatTimeout + 3*time.Second)
+				out, err := c.output("docker", "network", "connect", "--alias", "worker-2", c.networkName(), id)
+				if err != nil {
+					err = fmt.Errorf("%w: %s", err, out)
+				}
+				done <- err
+			}()
+			return func() {
+				if err := <-done; err != nil {
+					c.t.Fatalf("reconnecting worker-2: %v", err)
+				}
+			}
 		},
 		recovered: reformed,
 	},
