@@ -83,6 +83,10 @@ type fault struct {
 	name      string
 	inject    func(c *cluster, at *api.JobStatus) (undo func())
 	recovered func(c *cluster, at, now *api.JobStatus) bool
+	// reforms: the fault must end the generation (a worker gone). Without
+	// it the job must run to the end in its first generation: a new raft
+	// leader or an etcd restart is no reason to stop training.
+	reforms bool
 }
 
 // reformed: a later generation is running and has made progress.
@@ -104,6 +108,7 @@ var faults = []fault{
 			return func() { c.docker("start", c.container("worker-1")) }
 		},
 		recovered: reformed,
+		reforms:   true,
 	},
 	{
 		name: "leader-stopped",
@@ -123,6 +128,7 @@ var faults = []fault{
 			return func() { c.docker("start", c.container(leader)) }
 		},
 		recovered: advancing,
+		reforms:   false,
 	},
 	{
 		name: "worker-partitioned",
@@ -148,6 +154,7 @@ var faults = []fault{
 			}
 		},
 		recovered: reformed,
+		reforms:   true,
 	},
 	{
 		name: "etcd-restarted",
@@ -156,6 +163,7 @@ var faults = []fault{
 			return func() {}
 		},
 		recovered: advancing,
+		reforms:   false,
 	},
 }
 
@@ -255,6 +263,12 @@ func runScenario(t *testing.T, c *cluster, f fault) result {
 		return false
 	})
 	checkFinished(t, c, id, name, final)
+	switch {
+	case f.reforms && (final.Generation < 2 || final.Restarts < 1):
+		t.Errorf("job %s: generation %d, restarts %d: losing a worker must end its generation", id, final.Generation, final.Restarts)
+	case !f.reforms && (final.Generation != 1 || final.Restarts != 0):
+		t.Errorf("job %s: generation %d, restarts %d: %s must not re-form the job", id, final.Generation, final.Restarts, f.name)
+	}
 	return result{f.name, recovery, time.Since(start), final.Generation, final.Restarts}
 }
 
