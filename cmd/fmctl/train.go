@@ -17,6 +17,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/fmtrain/fmtrain/checkpoint"
 	"github.com/fmtrain/fmtrain/data"
 	"github.com/fmtrain/fmtrain/jobspec"
 	"github.com/fmtrain/fmtrain/kernels"
@@ -177,8 +178,12 @@ func runTrain(ctx context.Context, spec *jobspec.Spec, fl trainFlags, out, errOu
 		bar.Finish()
 		fmt.Fprintln(errOut)
 	}
-	if errors.Is(runErr, train.ErrStopped) && spec.Checkpoint.Enabled && res.Checkpoint == "" {
-		if p, err := tr.Save(context.Background()); err == nil {
+	if errors.Is(runErr, train.ErrStopped) && spec.Checkpoint.Enabled {
+		if step, ok := checkpoint.StepOf(filepath.Base(res.Checkpoint)); !ok || step != res.Step {
+			p, err := tr.Save(context.Background())
+			if err != nil {
+				return fmt.Errorf("stopped at step %d, but the checkpoint failed: %w", res.Step, err)
+			}
 			res.Checkpoint = p
 		}
 	}
