@@ -44,6 +44,8 @@ type blasFuncs struct {
 	cublasSetWorkspace_v2 func(h uintptr, ws DevicePtr, bytes uintptr) int32
 	cublasGetStatusString func(status int32) string
 	cublasGemmEx          func(h uintptr, ta, tb int32, m, n, k int32, alpha unsafe.Pointer, a DevicePtr, at DataType, lda int32, b DevicePtr, bt DataType, ldb int32, beta unsafe.Pointer, c DevicePtr, ct DataType, ldc int32, compute int32, algo int32) int32
+	// the arrays are device addresses of batch pointers each.
+	cublasGemmBatchedEx func(h uintptr, ta, tb int32, m, n, k int32, alpha unsafe.Pointer, a DevicePtr, at DataType, lda int32, b DevicePtr, bt DataType, ldb int32, beta unsafe.Pointer, c DevicePtr, ct DataType, ldc int32, batch int32, compute int32, algo int32) int32
 	// strides are long long: int64.
 	cublasGemmStridedBatchedEx func(h uintptr, ta, tb int32, m, n, k int32, alpha unsafe.Pointer, a DevicePtr, at DataType, lda int32, sa int64, b DevicePtr, bt DataType, ldb int32, sb int64, beta unsafe.Pointer, c DevicePtr, ct DataType, ldc int32, sc int64, batch int32, compute int32, algo int32) int32
 }
@@ -57,6 +59,7 @@ func (f *blasFuncs) symbols() []symbol {
 		{"cublasSetWorkspace_v2", &f.cublasSetWorkspace_v2},
 		{"cublasGetStatusString", &f.cublasGetStatusString},
 		{"cublasGemmEx", &f.cublasGemmEx},
+		{"cublasGemmBatchedEx", &f.cublasGemmBatchedEx},
 		{"cublasGemmStridedBatchedEx", &f.cublasGemmStridedBatchedEx},
 	}
 }
@@ -252,6 +255,27 @@ func (h *BLASHandle) Gemm(g GemmOp) error {
 	}
 	return h.b.check("cublasGemmStridedBatchedEx", h.b.f.cublasGemmStridedBatchedEx(h.h, ta, tb, m, n, k, unsafe.Pointer(&alpha), a, g.AB, lda, sa, b, g.AB, ldb, sb,
 		unsafe.Pointer(&beta), g.C, R32F, int32(g.Ldc), g.StrideC, int32(g.Batch), compute, gemmDefault))
+}
+
+// GemmPointers runs Batch GEMMs of g's shape whose operands are listed in
+// device memory at ptrs: Batch A addresses, then Batch B, then Batch C
+// (row-major operands, as in GemmOp; g's A, B, C and strides are unused).
+// One call covers operands no single stride describes, such as every
+// (sample, head) pair of an attention.
+func (h *BLASHandle) GemmPointers(g GemmOp, ptrs DevicePtr) error {
+	if g.M == 0 || g.N == 0 || g.Batch == 0 {
+		return nil
+	}
+	c := g.Cublas()
+	compute := int32(computeType32F)
+	if h.pedantic && g.AB == R32F {
+		compute = computeType32FPedantic
+	}
+	// Cublas swaps the operands, so cuBLAS's A array is our B array.
+	aArr, bArr, cArr := ptrs+DevicePtr(8*g.Batch), ptrs, ptrs+DevicePtr(16*g.Batch)
+	alpha, beta := g.Alpha, g.Beta
+	return h.b.check("cublasGemmBatchedEx", h.b.f.cublasGemmBatchedEx(h.h, blasOp(c.TransA), blasOp(c.TransB), int32(c.M), int32(c.N), int32(c.K),
+		unsafe.Pointer(&alpha), aArr, g.AB, int32(c.Lda), bArr, g.AB, int32(c.Ldb), unsafe.Pointer(&beta), cArr, R32F, int32(g.Ldc), int32(g.Batch), compute, gemmDefault))
 }
 
 // LinearBias computes out[rows,outDim] = in[rows,inDim]·W[outDim,inDim]ᵀ +

@@ -85,7 +85,8 @@ func goKindFits(c string, g reflect.Type) bool {
 	case c == "const char *":
 		return g.Kind() == reflect.String || g == reflect.TypeOf((*byte)(nil))
 	case strings.Count(c, "*") >= 2:
-		return g.Kind() == reflect.Pointer && g.Elem().Kind() == reflect.Pointer || g == reflect.TypeOf((*unsafe.Pointer)(nil))
+		// A host pointer to pointers, or a device address of a pointer array.
+		return g.Kind() == reflect.Pointer && g.Elem().Kind() == reflect.Pointer || g == reflect.TypeOf((*unsafe.Pointer)(nil)) || g.Kind() == reflect.Uintptr
 	case strings.Contains(c, "*"):
 		return g.Kind() == reflect.Pointer || g.Kind() == reflect.UnsafePointer || g.Kind() == reflect.Uintptr
 	case int32Types[c]:

@@ -332,7 +332,20 @@ func (o *op) scratchBytes(bytes int) (cu.DevicePtr, error) {
 	return p, nil
 }
 
-// scratch returns device scratch for n floats (0 after a failure).
+// scratchBytesOK is scratchBytes that records a failure (0 after one).
+func (o *op) scratchBytesOK(bytes int) (cu.DevicePtr, bool) {
+	if !o.ok {
+		return 0, false
+	}
+	p, err := o.scratchBytes(bytes)
+	if err != nil {
+		o.failf(err)
+		return 0, false
+	}
+	return p, true
+}
+
+// scratch32 returns device scratch for n floats (0 after a failure).
 func (o *op) scratch32(n int) cu.DevicePtr {
 	if !o.ok {
 		return 0
@@ -740,28 +753,101 @@ func attnSpan(d kernels.AttentionDims, n, row int) int {
 	return (d.B*n-1)*row + d.Heads*d.HeadDim
 }
 
-// AttentionForward implements kernels.Backend: per sample, S = scale·QKᵀ
-// for all heads in one strided-batched GEMM, a fused masked softmax that
-// also writes the log-sum-exp, and O = PV in a second GEMM. The score
-// block of one sample ([Heads, Nq, Nk]) is the only intermediate.
+// attnScratchBudget bounds the score blocks one attention call keeps at
+// once; samples are processed in chunks that fit.
+const attnScratchBudget = 2 << 30
+
+// attnChunk is how many samples' [Heads, Nq, Nk] blocks of bytesPerScore
+// bytes per score fit in the budget (at least 1, at most B).
+func attnChunk(d kernels.AttentionDims, bytesPerScore int) int {
+	per := int64(d.Heads) * int64(d.Nq) * int64(d.Nk) * int64(bytesPerScore)
+	return int(max(min(attnScratchBudget/max(per, 1), int64(d.B)), 1))
+}
+
+// gemmPointers runs g.Batch GEMMs (g.AB set by the caller: the operands
+// are already in that type) whose operand addresses addr gives; the
+// address arrays are copied to fresh scratch for each call.
+func (o *op) gemmPointers(g cu.GemmOp, addr func(i int) (a, b, c cu.DevicePtr)) {
+	if !o.ok || g.Batch == 0 || g.M == 0 || g.N == 0 {
+		return
+	}
+	host := make([]uint64, 3*g.Batch)
+	for i := 0; i < g.Batch; i++ {
+		a, b, c := addr(i)
+		host[i], host[g.Batch+i], host[2*g.Batch+i] = uint64(a), uint64(b), uint64(c)
+	}
+	p, err := o.scratchBytes(8 * len(host))
+	if err == nil {
+		err = o.b.dev.copyHtoD(p, unsafe.Pointer(&host[0]), 8*len(host))
+	}
+	if err == nil {
+		err = o.b.dev.gemmPointers(g, p)
+	}
+	if err != nil {
+		o.failf(err)
+	}
+}
+
+// operands returns the GEMM operand copies of fp32 tensors p (n floats
+// each): the tensors themselves on the fp32 path, bf16 copies in scratch
+// on the mixed-precision path, with their element size and type.
+func (o *op) operands(p []cu.DevicePtr, n []int) ([]cu.DevicePtr, int, cu.DataType) {
+	if !o.b.bf16 {
+		return p, 4, cu.R32F
+	}
+	out := make([]cu.DevicePtr, len(p))
+	for i := range p {
+		if p[i] != 0 {
+			out[i] = o.toBF16(p[i], n[i])
+		}
+	}
+	return out, 2, cu.R16BF
+}
+
+// at offsets a device pointer by n elements of elem bytes.
+func at(p cu.DevicePtr, n, elem int) cu.DevicePtr {
+	return p + cu.DevicePtr(n*elem)
+}
+
+// AttentionForward implements kernels.Backend: for each chunk of samples,
+// S = scale·QKᵀ for every (sample, head) in one batched GEMM, a fused
+// masked softmax that also writes the log-sum-exp, and O = PV in a second
+// batched GEMM. The chunk's score blocks are the only intermediate.
 func (b *Backend) AttentionForward(out, lse, q, k, v, mask []float32, d kernels.AttentionDims) {
 	o := b.begin("AttentionForward")
 	if o == nil || d.B*d.Heads*d.Nq == 0 {
 		return
 	}
-	iout, ilse := o.arg(out, attnSpan(d, d.Nq, d.ORow), true), o.arg(lse, d.B*d.Heads*d.Nq, true)
-	iq, ik, iv := o.arg(q, attnSpan(d, d.Nq, d.QRow), false), o.arg(k, attnSpan(d, d.Nk, d.KRow), false), o.arg(v, attnSpan(d, d.Nk, d.VRow), false)
+	qs, ks, ospan := attnSpan(d, d.Nq, d.QRow), attnSpan(d, d.Nk, d.KRow), attnSpan(d, d.Nq, d.ORow)
+	iout, ilse := o.arg(out, ospan, true), o.arg(lse, d.B*d.Heads*d.Nq, true)
+	iq, ik, iv := o.arg(q, qs, false), o.arg(k, ks, false), o.arg(v, attnSpan(d, d.Nk, d.VRow), false)
 	im := o.arg(mask, d.B*d.Nk, false)
 	if o.start() {
-		S := o.scratch32(d.Heads * d.Nq * d.Nk)
-		hd, rows := d.HeadDim, d.Heads*d.Nq
-		for s := 0; s < d.B && o.ok; s++ {
-			qb, kb, vb, ob := off(o.p(iq), s*d.Nq*d.QRow), off(o.p(ik), s*d.Nk*d.KRow), off(o.p(iv), s*d.Nk*d.VRow), off(o.p(iout), s*d.Nq*d.ORow)
-			o.gemm(cu.GemmOp{TransB: true, M: d.Nq, N: d.Nk, K: hd, Alpha: d.Scale, A: qb, Lda: d.QRow, StrideA: int64(hd),
-				B: kb, Ldb: d.KRow, StrideB: int64(hd), C: S, Ldc: d.Nk, StrideC: int64(d.Nq * d.Nk), Batch: d.Heads})
-			o.launch("attn_softmax_forward", warpPerRowCfg(rows), S, off(o.p(ilse), s*rows), off(o.p(im), s*d.Nk), int32(rows), int32(d.Nk))
-			o.gemm(cu.GemmOp{M: d.Nq, N: hd, K: d.Nk, Alpha: 1, A: S, Lda: d.Nk, StrideA: int64(d.Nq * d.Nk),
-				B: vb, Ldb: d.VRow, StrideB: int64(hd), C: ob, Ldc: d.ORow, StrideC: int64(hd), Batch: d.Heads})
+		ops, elem, ab := o.operands([]cu.DevicePtr{o.p(iq), o.p(ik), o.p(iv)}, []int{qs, ks, attnSpan(d, d.Nk, d.VRow)})
+		Q, K, V := ops[0], ops[1], ops[2]
+		hd, H, block, rps := d.HeadDim, d.Heads, d.Nq*d.Nk, d.Heads*d.Nq
+		chunk := attnChunk(d, 4+2)
+		S := o.scratch32(chunk * H * block)
+		P := S
+		if b.bf16 {
+			P, _ = o.scratchBytesOK(chunk * H * block * 2)
+		}
+		for s0 := 0; s0 < d.B && o.ok; s0 += chunk {
+			n := min(chunk, d.B-s0)
+			o.gemmPointers(cu.GemmOp{TransB: true, M: d.Nq, N: d.Nk, K: hd, Alpha: d.Scale, Lda: d.QRow, Ldb: d.KRow, Ldc: d.Nk, Batch: n * H, AB: ab},
+				func(i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
+					s, h := s0+i/H, i%H
+					return at(Q, s*d.Nq*d.QRow+h*hd, elem), at(K, s*d.Nk*d.KRow+h*hd, elem), at(S, i*block, 4)
+				})
+			o.launch("attn_softmax_forward", warpPerRowCfg(n*rps), S, off(o.p(ilse), s0*rps), off(o.p(im), s0*d.Nk), int32(n*rps), int32(d.Nk), int32(rps))
+			if b.bf16 {
+				o.elementwise("cast_bf16", int64(n*H*block), P, S, int64(n*H*block))
+			}
+			o.gemmPointers(cu.GemmOp{M: d.Nq, N: hd, K: d.Nk, Alpha: 1, Lda: d.Nk, Ldb: d.VRow, Ldc: d.ORow, Batch: n * H, AB: ab},
+				func(i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
+					s, h := s0+i/H, i%H
+					return at(P, i*block, elem), at(V, s*d.Nk*d.VRow+h*hd, elem), off(o.p(iout), s*d.Nq*d.ORow+h*hd)
+				})
 		}
 	}
 	o.end()
@@ -774,35 +860,66 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, mask, out, lse []
 	if o == nil || d.B*d.Heads*d.Nq == 0 {
 		return
 	}
-	idq, idk, idv := o.arg(dq, attnSpan(d, d.Nq, d.QRow), true), o.arg(dk, attnSpan(d, d.Nk, d.KRow), true), o.arg(dv, attnSpan(d, d.Nk, d.VRow), true)
-	idout, iout := o.arg(dout, attnSpan(d, d.Nq, d.ORow), false), o.arg(out, attnSpan(d, d.Nq, d.ORow), false)
-	iq, ik, iv := o.arg(q, attnSpan(d, d.Nq, d.QRow), false), o.arg(k, attnSpan(d, d.Nk, d.KRow), false), o.arg(v, attnSpan(d, d.Nk, d.VRow), false)
+	qs, ks, vs, ospan := attnSpan(d, d.Nq, d.QRow), attnSpan(d, d.Nk, d.KRow), attnSpan(d, d.Nk, d.VRow), attnSpan(d, d.Nq, d.ORow)
+	idq, idk, idv := o.arg(dq, qs, true), o.arg(dk, ks, true), o.arg(dv, vs, true)
+	idout, iout := o.arg(dout, ospan, false), o.arg(out, ospan, false)
+	iq, ik, iv := o.arg(q, qs, false), o.arg(k, ks, false), o.arg(v, vs, false)
 	im, ilse := o.arg(mask, d.B*d.Nk, false), o.arg(lse, d.B*d.Heads*d.Nq, false)
 	if o.start() {
-		hd, rows, block := d.HeadDim, d.Heads*d.Nq, d.Heads*d.Nq*d.Nk
-		P, dP, D := o.scratch32(block), o.scratch32(block), o.scratch32(rows)
-		for s := 0; s < d.B && o.ok; s++ {
-			qb, kb, vb := off(o.p(iq), s*d.Nq*d.QRow), off(o.p(ik), s*d.Nk*d.KRow), off(o.p(iv), s*d.Nk*d.VRow)
-			dqb, dkb, dvb := off(o.p(idq), s*d.Nq*d.QRow), off(o.p(idk), s*d.Nk*d.KRow), off(o.p(idv), s*d.Nk*d.VRow)
-			dob, ob := off(o.p(idout), s*d.Nq*d.ORow), off(o.p(iout), s*d.Nq*d.ORow)
-			o.gemm(cu.GemmOp{TransB: true, M: d.Nq, N: d.Nk, K: hd, Alpha: d.Scale, A: qb, Lda: d.QRow, StrideA: int64(hd),
-				B: kb, Ldb: d.KRow, StrideB: int64(hd), C: P, Ldc: d.Nk, StrideC: int64(d.Nq * d.Nk), Batch: d.Heads})
-			o.elementwise("attn_softmax_recompute", int64(block), P, off(o.p(ilse), s*rows), off(o.p(im), s*d.Nk), int32(rows), int32(d.Nk))
-			if dvb != 0 {
-				o.gemm(cu.GemmOp{TransA: true, M: d.Nk, N: hd, K: d.Nq, Alpha: 1, Beta: 1, A: P, Lda: d.Nk, StrideA: int64(d.Nq * d.Nk),
-					B: dob, Ldb: d.ORow, StrideB: int64(hd), C: dvb, Ldc: d.VRow, StrideC: int64(hd), Batch: d.Heads})
+		ops, elem, ab := o.operands([]cu.DevicePtr{o.p(iq), o.p(ik), o.p(iv), o.p(idout)}, []int{qs, ks, vs, ospan})
+		Q, K, V, DO := ops[0], ops[1], ops[2], ops[3]
+		hd, H, block, rps := d.HeadDim, d.Heads, d.Nq*d.Nk, d.Heads*d.Nq
+		chunk := attnChunk(d, 4+4+2+2)
+		P, dP, D := o.scratch32(chunk*H*block), o.scratch32(chunk*H*block), o.scratch32(chunk*rps)
+		P16, dS16 := P, dP
+		if b.bf16 {
+			P16, _ = o.scratchBytesOK(chunk * H * block * 2)
+			dS16, _ = o.scratchBytesOK(chunk * H * block * 2)
+		}
+		for s0 := 0; s0 < d.B && o.ok; s0 += chunk {
+			n := min(chunk, d.B-s0)
+			qkv := func(base cu.DevicePtr, nrow, row, elem int) func(s, h int) cu.DevicePtr {
+				return func(s, h int) cu.DevicePtr { return at(base, s*nrow*row+h*hd, elem) }
 			}
-			o.gemm(cu.GemmOp{TransB: true, M: d.Nq, N: d.Nk, K: hd, Alpha: 1, A: dob, Lda: d.ORow, StrideA: int64(hd),
-				B: vb, Ldb: d.VRow, StrideB: int64(hd), C: dP, Ldc: d.Nk, StrideC: int64(d.Nq * d.Nk), Batch: d.Heads})
-			o.elementwise("attn_rowdot", int64(rows), D, dob, ob, int32(d.Heads), int32(d.Nq), int32(hd), int32(d.ORow))
-			o.elementwise("attn_softmax_backward", int64(block), dP, P, D, int32(rows), int32(d.Nk), d.Scale)
-			if dqb != 0 {
-				o.gemm(cu.GemmOp{M: d.Nq, N: hd, K: d.Nk, Alpha: 1, Beta: 1, A: dP, Lda: d.Nk, StrideA: int64(d.Nq * d.Nk),
-					B: kb, Ldb: d.KRow, StrideB: int64(hd), C: dqb, Ldc: d.QRow, StrideC: int64(hd), Batch: d.Heads})
+			q16, k16, v16, do16 := qkv(Q, d.Nq, d.QRow, elem), qkv(K, d.Nk, d.KRow, elem), qkv(V, d.Nk, d.VRow, elem), qkv(DO, d.Nq, d.ORow, elem)
+			batched := func(g cu.GemmOp, f func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr)) {
+				g.Batch, g.AB = n*H, ab
+				o.gemmPointers(g, func(i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) { return f(s0+i/H, i%H, i) })
 			}
-			if dkb != 0 {
-				o.gemm(cu.GemmOp{TransA: true, M: d.Nk, N: hd, K: d.Nq, Alpha: 1, Beta: 1, A: dP, Lda: d.Nk, StrideA: int64(d.Nq * d.Nk),
-					B: qb, Ldb: d.QRow, StrideB: int64(hd), C: dkb, Ldc: d.KRow, StrideC: int64(hd), Batch: d.Heads})
+			batched(cu.GemmOp{TransB: true, M: d.Nq, N: d.Nk, K: hd, Alpha: d.Scale, Lda: d.QRow, Ldb: d.KRow, Ldc: d.Nk},
+				func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
+					return q16(s, h), k16(s, h), at(P, i*block, 4)
+				})
+			o.elementwise("attn_softmax_recompute", int64(n*H*block), P, off(o.p(ilse), s0*rps), off(o.p(im), s0*d.Nk), int32(n*rps), int32(d.Nk), int32(rps))
+			if b.bf16 {
+				o.elementwise("cast_bf16", int64(n*H*block), P16, P, int64(n*H*block))
+			}
+			if o.p(idv) != 0 {
+				batched(cu.GemmOp{TransA: true, M: d.Nk, N: hd, K: d.Nq, Alpha: 1, Beta: 1, Lda: d.Nk, Ldb: d.ORow, Ldc: d.VRow},
+					func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
+						return at(P16, i*block, elem), do16(s, h), off(o.p(idv), s*d.Nk*d.VRow+h*hd)
+					})
+			}
+			batched(cu.GemmOp{TransB: true, M: d.Nq, N: d.Nk, K: hd, Alpha: 1, Lda: d.ORow, Ldb: d.VRow, Ldc: d.Nk},
+				func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
+					return do16(s, h), v16(s, h), at(dP, i*block, 4)
+				})
+			o.elementwise("attn_rowdot", int64(n*rps), D, off(o.p(idout), s0*d.Nq*d.ORow), off(o.p(iout), s0*d.Nq*d.ORow), int32(n), int32(H), int32(d.Nq), int32(hd), int32(d.ORow))
+			o.elementwise("attn_softmax_backward", int64(n*H*block), dP, P, D, int32(n*rps), int32(d.Nk), d.Scale)
+			if b.bf16 {
+				o.elementwise("cast_bf16", int64(n*H*block), dS16, dP, int64(n*H*block))
+			}
+			if o.p(idq) != 0 {
+				batched(cu.GemmOp{M: d.Nq, N: hd, K: d.Nk, Alpha: 1, Beta: 1, Lda: d.Nk, Ldb: d.KRow, Ldc: d.QRow},
+					func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
+						return at(dS16, i*block, elem), k16(s, h), off(o.p(idq), s*d.Nq*d.QRow+h*hd)
+					})
+			}
+			if o.p(idk) != 0 {
+				batched(cu.GemmOp{TransA: true, M: d.Nk, N: hd, K: d.Nq, Alpha: 1, Beta: 1, Lda: d.Nk, Ldb: d.QRow, Ldc: d.KRow},
+					func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
+						return at(dS16, i*block, elem), q16(s, h), off(o.p(idk), s*d.Nk*d.KRow+h*hd)
+					})
 			}
 		}
 	}

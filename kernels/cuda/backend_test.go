@@ -54,7 +54,7 @@ func TestLaunchShapesForBenchConfigs(t *testing.T) {
 				t.Errorf("%s: elementwise grid %d for %d elements neither covers them nor fills the GPU", c.name, cfg.grid.X, n)
 			}
 		}
-		for _, r := range []int{rows, c.heads * N, c.B * c.S} {
+		for _, r := range []int{rows, c.B * c.heads * N, c.B * c.S} {
 			cfg := warpPerRowCfg(r)
 			if err := cfg.validate("warp-per-row"); err != nil {
 				t.Errorf("%s: %v", c.name, err)
@@ -86,9 +86,15 @@ func TestLaunchShapesForBenchConfigs(t *testing.T) {
 		if cfg := mseCfg(n); cfg.grid.X > msePartialBlocks || cfg.block.X != 256 {
 			t.Errorf("%s: mse %v (mse_partial's shared array holds 256)", c.name, cfg)
 		}
-		// Attention scratch for one sample: S, dP [heads, N, N] floats.
-		if bytes := int64(c.heads) * int64(N) * int64(N) * 4 * 2; bytes > 1<<30 {
-			t.Errorf("%s: attention backward scratch %d bytes per sample", c.name, bytes)
+		// Attention score blocks: a chunk of samples within the budget.
+		for _, bytesPerScore := range []int{4 + 2, 4 + 4 + 2 + 2} {
+			for _, nk := range []int{N, c.S} {
+				d := kernels.AttentionDims{B: c.B, Heads: c.heads, Nq: N, Nk: nk}
+				chunk := attnChunk(d, bytesPerScore)
+				if chunk < 1 || chunk > c.B || int64(chunk)*int64(c.heads*N*nk*bytesPerScore) > attnScratchBudget {
+					t.Errorf("%s: attention chunk %d of %d samples for Nk=%d", c.name, chunk, c.B, nk)
+				}
+			}
 		}
 	}
 	if err := (launchCfg{grid: cu.Dim3{X: 1, Y: 70000, Z: 1}, block: cu.Dim3{X: 1, Y: 1, Z: 1}}).validate("k"); err == nil {
@@ -222,8 +228,10 @@ func TestEveryOpOnFakeDevice(t *testing.T) {
 					if got := f.kernelsLaunched(); strings.Join(got, " ") != strings.Join(all, " ") {
 						t.Errorf("ops launched kernels\n%v\nwant (the program's, less %s)\n%v", got, skip, all)
 					}
-					if managedMem && f.copies != 2 { // the MSE and SumSquares results only
-						t.Errorf("%d copies with managed buffers, want 2 (the MSE and SumSquares results)", f.copies)
+					// Besides the attention GEMMs' pointer arrays, only the MSE and
+					// SumSquares results cross with managed buffers.
+					if managedMem && f.copies-f.pointerGemms != 2 {
+						t.Errorf("%d copies (%d pointer arrays) with managed buffers, want only the MSE and SumSquares results besides", f.copies, f.pointerGemms)
 					}
 					if !managedMem && f.copies < 40 {
 						t.Errorf("only %d copies with host buffers: staging skipped?", f.copies)

@@ -16,6 +16,9 @@ type device interface {
 	bind() (unbind func(), err error)
 	launch(name string, cfg launchCfg, args ...any) error
 	gemm(g cu.GemmOp) error
+	// gemmPointers runs g.Batch GEMMs whose operand addresses are in device
+	// memory at ptrs (A, B, C arrays of g.Batch each).
+	gemmPointers(g cu.GemmOp, ptrs cu.DevicePtr) error
 	// linearBias is out = in·Wᵀ + bias in one cuBLASLt call; cu.ErrNoAlgo
 	// means "use gemm + bias_add".
 	linearBias(out, in, w, bias cu.DevicePtr, rows, inDim, outDim int, ab cu.DataType) error
@@ -149,6 +152,10 @@ func (g *gpu) launch(name string, cfg launchCfg, args ...any) error {
 }
 
 func (g *gpu) gemm(op cu.GemmOp) error { return g.blas.Gemm(op) }
+
+func (g *gpu) gemmPointers(op cu.GemmOp, ptrs cu.DevicePtr) error {
+	return g.blas.GemmPointers(op, ptrs)
+}
 
 func (g *gpu) linearBias(out, in, w, bias cu.DevicePtr, rows, inDim, outDim int, ab cu.DataType) error {
 	return g.blas.LinearBias(out, in, w, bias, rows, inDim, outDim, ab)

@@ -343,10 +343,10 @@ func emuKernel(name string, cfg launchCfg, args []any) error {
 			}
 		}
 	case "attn_softmax_forward", "attn_softmax_recompute":
-		rows, nk := i32(3), i32(4)
-		S, lse, mask := f32s(p(0), rows*nk), f32s(p(1), rows), f32s(p(2), nk)
-		keep := func(j int) bool { return mask == nil || mask[j] != 0 }
+		rows, nk, rps := i32(3), i32(4), i32(5)
+		S, lse, mask := f32s(p(0), rows*nk), f32s(p(1), rows), f32s(p(2), (rows/rps)*nk)
 		for r := range rows {
+			keep := func(j int) bool { return mask == nil || mask[(r/rps)*nk+j] != 0 }
 			s := S[r*nk : (r+1)*nk]
 			if name == "attn_softmax_recompute" {
 				for j := range s {
@@ -384,14 +384,16 @@ func emuKernel(name string, cfg launchCfg, args []any) error {
 			lse[r] = mx + float32(math.Log(float64(sum)))
 		}
 	case "attn_rowdot":
-		heads, nq, hd, orow := i32(3), i32(4), i32(5), i32(6)
-		D := f32s(p(0), heads*nq)
-		dO, O := f32s(p(1), (nq-1)*orow+heads*hd), f32s(p(2), (nq-1)*orow+heads*hd)
-		for r := range heads * nq {
-			h, i := r/nq, r%nq
+		samples, heads, nq, hd, orow := i32(3), i32(4), i32(5), i32(6), i32(7)
+		D := f32s(p(0), samples*heads*nq)
+		span := (samples*nq-1)*orow + heads*hd
+		dO, O := f32s(p(1), span), f32s(p(2), span)
+		for r := range samples * heads * nq {
+			sm, h, i := r/(heads*nq), (r/nq)%heads, r%nq
+			base := (sm*nq+i)*orow + h*hd
 			var s float32
 			for c := range hd {
-				s += dO[i*orow+h*hd+c] * O[i*orow+h*hd+c]
+				s += dO[base+c] * O[base+c]
 			}
 			D[r] = s
 		}

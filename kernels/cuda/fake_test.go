@@ -23,12 +23,16 @@ type fakeDevice struct {
 	launches []fakeLaunch
 	gemms    []cu.GemmOp
 	copies   int
-	syncs    int
-	freeMem  uint64
-	noLtAlgo bool // linearBias answers cu.ErrNoAlgo
+	// pointerGemms counts gemmPointers calls (each also lands in gemms per batch entry).
+	pointerGemms int
+	syncs        int
+	freeMem      uint64
+	noLtAlgo     bool // linearBias answers cu.ErrNoAlgo
 	// emulate: memory is real and kernels and GEMMs run (emu_test.go).
 	emulate bool
 	backing map[uintptr][]uint64
+	// uploads keeps small host→device copies (pointer arrays) when not emulating.
+	uploads map[uintptr][]byte
 	dinfo   cu.DeviceInfo
 }
 
@@ -39,7 +43,7 @@ type fakeLaunch struct {
 }
 
 func newFakeDevice(t *testing.T) *fakeDevice {
-	return &fakeDevice{t: t, next: 1 << 44, blocks: map[uintptr]uintptr{}, managed: map[uintptr][]float32{}, backing: map[uintptr][]uint64{}, freeMem: 140 << 30,
+	return &fakeDevice{t: t, next: 1 << 44, blocks: map[uintptr]uintptr{}, managed: map[uintptr][]float32{}, backing: map[uintptr][]uint64{}, uploads: map[uintptr][]byte{}, freeMem: 140 << 30,
 		dinfo: cu.DeviceInfo{Name: "Fake H200", ComputeMajor: 9, Multiprocessors: 132, MaxSharedPerBlockOptin: 227 << 10, TotalMemory: 141 << 30}}
 }
 
@@ -113,6 +117,27 @@ func (f *fakeDevice) gemm(g cu.GemmOp) error {
 	return nil
 }
 
+func (f *fakeDevice) gemmPointers(g cu.GemmOp, ptrs cu.DevicePtr) error {
+	var raw []byte
+	if f.emulate {
+		raw = unsafe.Slice((*byte)(*(*unsafe.Pointer)(unsafe.Pointer(&ptrs))), 24*g.Batch)
+	} else if raw = f.uploads[uintptr(ptrs)]; len(raw) < 24*g.Batch {
+		f.t.Errorf("gemmPointers: no pointer array of %d entries uploaded at %#x", 3*g.Batch, uintptr(ptrs))
+		return nil
+	}
+	addr := func(i int) cu.DevicePtr { return cu.DevicePtr(*(*uint64)(unsafe.Pointer(&raw[8*i]))) }
+	f.pointerGemms++
+	for i := 0; i < g.Batch; i++ {
+		one := g
+		one.Batch, one.StrideA, one.StrideB, one.StrideC = 1, 0, 0, 0
+		one.A, one.B, one.C = addr(i), addr(g.Batch+i), addr(2*g.Batch+i)
+		if err := f.gemm(one); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (f *fakeDevice) linearBias(out, in, w, bias cu.DevicePtr, rows, inDim, outDim int, ab cu.DataType) error {
 	if f.noLtAlgo {
 		return cu.ErrNoAlgo
@@ -173,6 +198,8 @@ func (f *fakeDevice) copyHtoD(dst cu.DevicePtr, src unsafe.Pointer, bytes int) e
 	f.copies++
 	if f.emulate {
 		copy(unsafe.Slice((*byte)(*(*unsafe.Pointer)(unsafe.Pointer(&dst))), bytes), unsafe.Slice((*byte)(src), bytes))
+	} else if bytes <= 1<<20 {
+		f.uploads[uintptr(dst)] = append([]byte(nil), unsafe.Slice((*byte)(src), bytes)...)
 	}
 	return nil
 }
