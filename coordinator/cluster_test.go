@@ -32,6 +32,7 @@ type cluster struct {
 func startCluster(t testing.TB, size int, cli *clientv3.Client, nc *nats.Conn) *cluster {
 	t.Helper()
 	c := &cluster{}
+	log := testLogger(t)
 	var peers []Peer
 	for i := range size {
 		addr, tr := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprintf("raft-%d", i)))
@@ -48,7 +49,7 @@ func startCluster(t testing.TB, size int, cli *clientv3.Client, nc *nats.Conn) *
 	for i := range size {
 		n, err := New(Options{ID: peers[i].ID, InMemory: true, Transport: c.trans[i], Peers: peers,
 			Etcd: cli, NATS: nc, HeartbeatInterval: testHeartbeatInterval, HeartbeatTimeout: testHeartbeatTimeout,
-			ProgressInterval: 200 * time.Millisecond, TuneRaft: fastRaft})
+			ProgressInterval: 200 * time.Millisecond, TuneRaft: fastRaft, Logger: log})
 		if err != nil {
 			t.Fatal(err)
 		}

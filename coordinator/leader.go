@@ -271,26 +271,26 @@ func (n *Node) executeActions(ctx context.Context) {
 // up the outbox: after that it is logged and dropped (statuses never are).
 const maxPublishAttempts = 5
 
-// execute runs acts in order and returns the Seq of the last one done.
+// execute carries out acts and returns the Seq up to which all are done.
+// Statuses go first and never wait for NATS: each job's newest status is
+// written (idempotent, so writing it again in a later round is harmless);
+// then events are published in order until one fails.
 func (n *Node) execute(ctx context.Context, js jetstream.JetStream, acts []core.Action, failures map[uint64]int) (uint64, error) {
-	// Only the newest status of each job needs writing.
-	newest := map[string]uint64{}
+	newest := map[string]core.Action{}
 	for _, a := range acts {
 		if a.Kind == core.WriteJobStatus {
-			newest[a.JobID] = a.Seq
+			newest[a.JobID] = a
 		}
+	}
+	for _, a := range newest {
+		if err := n.writeStatus(ctx, a.Status); err != nil {
+			return 0, err
+		}
+		n.metrics.statusWrites.Inc()
 	}
 	var done uint64
 	for _, a := range acts {
-		switch a.Kind {
-		case core.WriteJobStatus:
-			if newest[a.JobID] == a.Seq {
-				if err := n.writeStatus(ctx, a.Status); err != nil {
-					return done, err
-				}
-				n.metrics.statusWrites.Inc()
-			}
-		case core.PublishEvent:
+		if a.Kind == core.PublishEvent {
 			if failures[a.Seq] == 0 {
 				logEvent(n.log, a.Event)
 			}
@@ -316,7 +316,7 @@ func publishEvent(ctx context.Context, js jetstream.JetStream, a core.Action) er
 	if err != nil {
 		return fmt.Errorf("coordinator: encoding %s event: %w", a.Event.Kind, err)
 	}
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if _, err := js.Publish(pctx, telemetry.EventsSubject(a.JobID), data, jetstream.WithMsgID(a.DedupID())); err != nil {
 		return fmt.Errorf("coordinator: publishing %s event of job %s: %w", a.Event.Kind, a.JobID, err)
