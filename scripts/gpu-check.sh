@@ -4,8 +4,9 @@
 #   1. builds fmctl and the GPU test binaries (or uses a prebuilt kit, see
 #      --build-only, on machines without a Go toolchain);
 #   2. checks correctness on the GPU: the kernels conformance suite and the
-#      FM-DiT reference vectors, fp32 within 1e-4 and bf16 within 2e-2
-#      relative per tensor, and the fused AdamW against optim.AdamW;
+#      FM-DiT reference vectors, fp32 within 1e-4 relative per tensor, bf16
+#      within 2e-2 for the output and loss (5e-2 for gradients, see
+#      docs/gpu.md), and the fused AdamW against optim.AdamW;
 #   3. measures the device's bf16 GEMM rate (cuBLAS, 8192³, random data);
 #   4. times `fmctl bench step` for bench-S, bench-V (CPU and GPU) and
 #      bench-L (GPU only), with TFLOP/s and MFU against the measured GEMM
@@ -122,7 +123,7 @@ json_field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read().st
 
 GEMM_TFLOPS=""
 if [ "$MODE" = all ] && [ "$GPUS" -gt 0 ]; then
-	section "GPU correctness: conformance, reference vectors (fp32 1e-4, bf16 2e-2), fused AdamW"
+	section "GPU correctness: conformance, reference vectors (fp32 1e-4, bf16 2e-2/5e-2), fused AdamW"
 	if FMTRAIN_REQUIRE_GPU=1 timeout 180 "$BIN/kcuda.test" -test.run '^TestGPU(Conformance|ReferenceVectors|AdamWMatchesOptim|ZeroScaleSumSquares)$' -test.v >"$WORK/correct.log" 2>&1; then
 		status=ok
 	else
@@ -130,11 +131,11 @@ if [ "$MODE" = all ] && [ "$GPUS" -gt 0 ]; then
 		FAILED=1
 	fi
 	cat "$WORK/correct.log"
-	for prec in fp32 bf16; do
-		worst=$(grep -o "GPU $prec [^ ]*: worst relative error [0-9.e+-]*" "$WORK/correct.log" | awk '{print $NF}' | sort -g | tail -1)
-		tol=1e-4
-		[ "$prec" = bf16 ] && tol=2e-2
-		record "vectors $prec" "$status" "${worst:-?}" "worst tensor error, tolerance $tol"
+	for be in cuda-fp32 cuda; do
+		worst=$(grep -o "on $be: worst relative error [0-9.e+-]*" "$WORK/correct.log" | awk '{print $NF}' | sort -g | tail -1)
+		tol="1e-4 every tensor"
+		[ "$be" = cuda ] && tol="2e-2 out and loss, 5e-2 gradients"
+		record "vectors $be" "$status" "${worst:-?}" "worst tensor error, tolerance $tol"
 	done
 	record "conformance+AdamW" "$status" "" "kernelstest.Run on cuda-fp32; fused AdamW vs optim"
 

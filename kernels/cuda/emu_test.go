@@ -13,13 +13,12 @@ package cuda
 import (
 	"fmt"
 	"math"
-	"path/filepath"
 	"testing"
 	"unsafe"
 
 	cu "github.com/fmtrain/fmtrain/cuda"
-	"github.com/fmtrain/fmtrain/internal/shareddata"
 	"github.com/fmtrain/fmtrain/kernels/kernelstest"
+	"github.com/fmtrain/fmtrain/model/modeltest"
 )
 
 // f32s views n floats at device address p (host memory in the emulator).
@@ -425,24 +424,14 @@ func TestEmulatedConformance(t *testing.T) {
 }
 
 // TestEmulatedReferenceVectors runs the FM-DiT reference vectors through
-// model + backend on the emulator (managed buffers, used in place) at
-// vectorTolerances, as on a GPU.
+// model + backend on the emulator (managed buffers, used in place), with
+// the GPU test's checks: fp32 through model/modeltest, bf16 at its own
+// tolerances.
 func TestEmulatedReferenceVectors(t *testing.T) {
-	dir, err := shareddata.Path("testdata", "fm-dit")
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, _ := filepath.Glob(filepath.Join(dir, "*.safetensors"))
-	if len(files) == 0 {
-		t.Fatalf("no reference vectors in %s", dir)
-	}
-	for _, prec := range vectorTolerances {
-		t.Run(prec.name, func(t *testing.T) {
-			for _, path := range files {
-				b := newEmuBackend(t, prec.bf16)
-				worst, name := runVector(t, b, path, prec.tol, prec.gradTol)
-				t.Logf("emulated %s %s: worst relative error %.3g (%s)", prec.name, filepath.Base(path), worst, name)
-			}
-		})
-	}
+	t.Run("fp32", func(t *testing.T) {
+		for _, path := range modeltest.VectorFiles(t) {
+			modeltest.Check(t, modeltest.LoadCase(t, path), newEmuBackend(t, false), nil)
+		}
+	})
+	t.Run("bf16", func(t *testing.T) { checkBF16Vectors(t, func() *Backend { return newEmuBackend(t, true) }) })
 }
