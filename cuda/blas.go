@@ -30,6 +30,8 @@ const (
 	ltEpilogueDefault        = 1
 	ltEpilogueBias           = 4
 	ltPrefMaxWorkspaceBytes  = 1
+	ltPrefMinAlignmentC      = 7
+	ltPrefMinAlignmentD      = 8
 	ltHeuristicResultBytes   = 96
 	ltMatmulAlgoBytes        = 64
 	ltHeuristicWorkspaceSize = 64 // offset of workspaceSize in the result
@@ -331,6 +333,14 @@ func (h *BLASHandle) LinearBias(out, in, w, bias DevicePtr, rows, inDim, outDim 
 	if err := h.b.check("cublasLtMatmulPreferenceSetAttribute", lt.cublasLtMatmulPreferenceSetAttribute(pref, ltPrefMaxWorkspaceBytes, unsafe.Pointer(&wsBytes), 8)); err != nil {
 		return err
 	}
+	// The heuristic assumes 256-byte aligned matrices unless told: out may
+	// be a view into a larger buffer (A and B are the caller's scratch).
+	align := Alignment(out)
+	for _, attr := range []int32{ltPrefMinAlignmentC, ltPrefMinAlignmentD} {
+		if err := h.b.check("cublasLtMatmulPreferenceSetAttribute", lt.cublasLtMatmulPreferenceSetAttribute(pref, attr, unsafe.Pointer(&align), 4)); err != nil {
+			return err
+		}
+	}
 	var result [ltHeuristicResultBytes]byte
 	var found int32
 	if err := h.b.check("cublasLtMatmulAlgoGetHeuristic", lt.cublasLtMatmulAlgoGetHeuristic(h.lt, desc, la, lb, lc, lc, pref, 1, &result[0], &found)); err != nil || found == 0 {
@@ -339,6 +349,15 @@ func (h *BLASHandle) LinearBias(out, in, w, bias DevicePtr, rows, inDim, outDim 
 	alpha, beta := float32(1), float32(0)
 	return h.b.check("cublasLtMatmul", lt.cublasLtMatmul(h.lt, desc, unsafe.Pointer(&alpha), w, la, in, lb, unsafe.Pointer(&beta), out, lc, out, lc,
 		&result[0], h.ws, uintptr(h.wsBytes), h.stream))
+}
+
+// Alignment is the largest power of two, at most 256, dividing p.
+func Alignment(p DevicePtr) uint32 {
+	a := uint32(256)
+	for a > 1 && uint64(p)%uint64(a) != 0 {
+		a >>= 1
+	}
+	return a
 }
 
 // ErrNoAlgo means cuBLASLt offered no algorithm for a shape.

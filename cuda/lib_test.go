@@ -202,3 +202,11 @@ func TestCublasMapping(t *testing.T) {
 		t.Errorf("Cublas() = %+v, want %+v", got, want)
 	}
 }
+
+func TestAlignment(t *testing.T) {
+	for p, want := range map[DevicePtr]uint32{0x7000000000: 256, 0x7000000100: 256, 0x7000000080: 128, 0x7000000004: 4, 0x7000000002: 2, 0x7000000001: 1, 0x7000000030: 16} {
+		if got := Alignment(p); got != want {
+			t.Errorf("Alignment(%#x) = %d, want %d", uintptr(p), got, want)
+		}
+	}
+}

@@ -119,6 +119,8 @@ FMT_CONST(CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, 26);
 FMT_CONST(CUBLASLT_EPILOGUE_DEFAULT, 1);
 FMT_CONST(CUBLASLT_EPILOGUE_BIAS, 4);
 FMT_CONST(CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, 1);
+FMT_CONST(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, 7);
+FMT_CONST(CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, 8);
 _Static_assert(sizeof(cublasLtMatmulHeuristicResult_t) == 96, "cublasLtMatmulHeuristicResult_t size changed");
 _Static_assert(sizeof(cublasLtMatmulAlgo_t) == 64, "cublasLtMatmulAlgo_t size changed");
 

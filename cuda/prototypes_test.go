@@ -176,6 +176,7 @@ func TestConstantsMatchPrototypes(t *testing.T) {
 		"CUBLASLT_MATMUL_DESC_TRANSA": ltDescTransA, "CUBLASLT_MATMUL_DESC_TRANSB": ltDescTransB, "CUBLASLT_MATMUL_DESC_EPILOGUE": ltDescEpilogue,
 		"CUBLASLT_MATMUL_DESC_BIAS_POINTER": ltDescBiasPointer, "CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE": ltDescBiasDataType,
 		"CUBLASLT_EPILOGUE_DEFAULT": ltEpilogueDefault, "CUBLASLT_EPILOGUE_BIAS": ltEpilogueBias, "CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES": ltPrefMaxWorkspaceBytes,
+		"CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES": ltPrefMinAlignmentC, "CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES": ltPrefMinAlignmentD,
 		"NVRTC_SUCCESS": nvrtcSuccess, "ncclSuccess": ncclSuccess, "ncclInProgress": ncclInProgress, "ncclFloat32": NCCLFloat32,
 		"ncclSum": NCCLSum, "ncclAvg": NCCLAvg, "NCCL_UNIQUE_ID_BYTES": UniqueIDBytes,
 	}

@@ -537,7 +537,9 @@ func (b *Backend) LinearForward(out, in, weight, bias []float32, rows, inDim, ou
 	ib := o.arg(bias, outDim, false)
 	if o.start() {
 		done := false
-		if b.bf16 && bias != nil && inDim > 0 {
+		// cuBLASLt's bias epilogue reads the bias vectorised: only with a
+		// 16-byte aligned bias (the model's usually are).
+		if b.bf16 && bias != nil && inDim > 0 && cu.Alignment(o.p(ib)) >= 16 {
 			in16 := o.toBF16(o.p(iin), rows*inDim)
 			w16 := o.toBF16(o.p(iw), outDim*inDim)
 			if o.ok {

@@ -23,9 +23,15 @@ import (
 )
 
 // openOrSkip opens the backend on GPU 0 or skips when this host has none.
+// Kernels are cached in $FMTRAIN_CUDA_CACHE when set (gpu-check.sh shares
+// one cache across its runs), else in a temporary folder.
 func openOrSkip(tb testing.TB, bf16 bool) *Backend {
 	tb.Helper()
-	b, err := Open(Options{BF16: bf16, CacheDir: tb.TempDir()})
+	cache := os.Getenv("FMTRAIN_CUDA_CACHE")
+	if cache == "" {
+		cache = tb.TempDir()
+	}
+	b, err := Open(Options{BF16: bf16, CacheDir: cache})
 	if err == nil {
 		tb.Cleanup(func() {
 			if err := b.Close(); err != nil {
