@@ -14,7 +14,7 @@
 #      is installed;
 #   5. runs a two-process NCCL all-reduce when more than one GPU is present;
 #   6. prints a short table last.
-# The full log goes to $OUT/gpu-check.log when OUT is set (else a temp dir).
+# The full log goes to $OUT/gpu-check.log when OUT is set (else /tmp).
 # Without a GPU it runs the CPU half and reports the GPU rows as skipped.
 #
 # Usage:
@@ -41,13 +41,18 @@ case "${1:-}" in
 esac
 
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-LOGDIR=${OUT:-$WORK}
-mkdir -p "$LOGDIR"
-LOG=$LOGDIR/gpu-check.log
+if [ -n "${OUT:-}" ]; then
+	mkdir -p "$OUT"
+	LOG=$OUT/gpu-check.log
+else
+	LOG=$(mktemp /tmp/gpu-check.XXXXXX.log)
+fi
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 exec > >(tee -a "$LOG") 2>&1
+TEE=$!
+# On exit: let tee write the last lines (the table) before the script ends.
+trap 'exec 1>&- 2>&-; wait "$TEE"; rm -rf "$WORK"' EXIT
 FAILED=0
 
 # record NAME STATUS VALUE NOTE: one row of the final table.
