@@ -5,6 +5,7 @@ import (
 	"image/color"
 	"io"
 	"math"
+	"strconv"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -52,7 +53,7 @@ func Curves(w io.Writer, title string, series []Series) error {
 		}
 		if s.LogY {
 			p.Y.Scale = plot.LogScale{}
-			p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+			p.Y.Tick.Marker = plot.TickerFunc(logTicks125)
 		}
 		p.Add(plotter.NewGrid())
 		if len(pts) > 0 {
@@ -74,4 +75,25 @@ func Curves(w io.Writer, title string, series []Series) error {
 		return fmt.Errorf("viz: writing curves: %w", err)
 	}
 	return nil
+}
+
+// logTicks125 labels 1, 2 and 5 times each power of ten (plot.LogTicks
+// labels only the powers, which leaves a loss curve spanning one decade
+// with a single label) and marks the other integers as minor ticks.
+func logTicks125(lo, hi float64) []plot.Tick {
+	var ticks []plot.Tick
+	for k := math.Floor(math.Log10(lo)); k <= math.Ceil(math.Log10(hi)); k++ {
+		for m := 1.0; m <= 9; m++ {
+			v := m * math.Pow(10, k)
+			if v < lo || v > hi {
+				continue
+			}
+			t := plot.Tick{Value: v}
+			if m == 1 || m == 2 || m == 5 {
+				t.Label = strconv.FormatFloat(v, 'g', 3, 64)
+			}
+			ticks = append(ticks, t)
+		}
+	}
+	return ticks
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -112,17 +113,7 @@ func runTrain(ctx context.Context, spec *jobspec.Spec, fl trainFlags, out, errOu
 	if err != nil {
 		return err
 	}
-	mf, err := os.Create(filepath.Join(fl.outDir, "metrics.jsonl"))
-	if err != nil {
-		return err
-	}
-	defer mf.Close()
-	enc := json.NewEncoder(mf)
-	var curves [3]viz.Series
-	curves[0] = viz.Series{Name: "loss", LogY: true}
-	curves[1] = viz.Series{Name: "lr"}
-	curves[2] = viz.Series{Name: "grad norm", LogY: true}
-
+	var rec *metricsLog // opened once the start step is known
 	stop := make(chan struct{})
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
@@ -150,11 +141,7 @@ func runTrain(ctx context.Context, spec *jobspec.Spec, fl trainFlags, out, errOu
 			}
 		},
 		OnMetrics: func(m train.Metrics) {
-			enc.Encode(metricsLine(m))
-			x := float64(m.Step)
-			for i, y := range []float64{m.Loss, m.LR, m.GradNorm} {
-				curves[i].X, curves[i].Y = append(curves[i].X, x), append(curves[i].Y, y)
-			}
+			rec.add(m)
 			if bar == nil {
 				fmt.Fprintf(out, "step %d/%d  loss %.4f  lr %.3e  grad_norm %.3f  %.1f samples/s\n",
 					m.Step, m.TotalSteps, m.Loss, m.LR, m.GradNorm, m.SamplesPerSec)
@@ -164,6 +151,10 @@ func runTrain(ctx context.Context, spec *jobspec.Spec, fl trainFlags, out, errOu
 	if err != nil {
 		return err
 	}
+	if rec, err = openMetricsLog(filepath.Join(fl.outDir, "metrics.jsonl"), tr.CurrentStep()); err != nil {
+		return err
+	}
+	defer rec.close()
 	fmt.Fprintf(out, "training %s: %d params, %d samples, steps %d → %d, global batch %d\n",
 		spec.Name, len(net.Params()), ds.Len(), tr.CurrentStep(), tr.TotalStepCount(), spec.StepScheduler.GlobalBatchSize)
 	if !fl.quiet {
@@ -187,9 +178,9 @@ func runTrain(ctx context.Context, spec *jobspec.Spec, fl trainFlags, out, errOu
 			res.Checkpoint = p
 		}
 	}
-	if len(curves[0].X) > 0 {
+	if len(rec.curves[0].X) > 0 {
 		plot := filepath.Join(fl.outDir, "loss.png")
-		if err := viz.SavePNG(plot, func(w io.Writer) error { return viz.Curves(w, spec.Name, slices.Clone(curves[:])) }); err != nil {
+		if err := viz.SavePNG(plot, func(w io.Writer) error { return viz.Curves(w, spec.Name, rec.curves[:]) }); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "wrote %s\n", plot)
@@ -247,3 +238,55 @@ func openBackend(device string, log *slog.Logger) (kernels.Backend, error) {
 	}
 	return kernels.Open("cpu")
 }
+
+// metricsLog is metrics.jsonl plus the curves of loss.png. A resumed run
+// keeps the lines up to its start step and appends, so the file and the plot
+// cover the whole run.
+type metricsLog struct {
+	f      *os.File
+	enc    *json.Encoder
+	curves [3]viz.Series
+}
+
+func openMetricsLog(path string, start int64) (*metricsLog, error) {
+	l := &metricsLog{curves: [3]viz.Series{{Name: "loss", LogY: true}, {Name: "lr"}, {Name: "grad norm", LogY: true}}}
+	var kept []map[string]any
+	if start > 0 {
+		if raw, err := os.ReadFile(path); err == nil {
+			for _, line := range bytes.Split(raw, []byte("\n")) {
+				var m map[string]any
+				if json.Unmarshal(line, &m) != nil {
+					continue
+				}
+				if step, ok := m["step"].(float64); ok && int64(step) <= start {
+					kept = append(kept, m)
+				}
+			}
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	l.f, l.enc = f, json.NewEncoder(f)
+	for _, m := range kept {
+		l.write(m)
+	}
+	return l, nil
+}
+
+func (l *metricsLog) add(m train.Metrics) { l.write(metricsLine(m)) }
+
+func (l *metricsLog) write(m map[string]any) {
+	l.enc.Encode(m)
+	x, _ := m["step"].(float64)
+	if v, ok := m["step"].(int64); ok {
+		x = float64(v)
+	}
+	for i, k := range []string{"loss", "lr", "grad_norm"} {
+		y, _ := m[k].(float64)
+		l.curves[i].X, l.curves[i].Y = append(l.curves[i].X, x), append(l.curves[i].Y, y)
+	}
+}
+
+func (l *metricsLog) close() error { return l.f.Close() }

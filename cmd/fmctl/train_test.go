@@ -58,4 +58,24 @@ sample: {num_steps: 2, per_prompt: 1}
 			t.Error(err)
 		}
 	}
+
+	// Resuming to step 6 keeps the earlier metrics lines and appends.
+	spec.StepScheduler.MaxSteps = 6
+	spec.Checkpoint.RestoreFrom = "latest"
+	out.Reset()
+	if err := runTrain(context.Background(), spec, trainFlags{outDir: filepath.Join(dir, "ck"), quiet: true}, &out, &errOut); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ = os.ReadFile(filepath.Join(dir, "ck", "metrics.jsonl"))
+	var steps []float64
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatal(err)
+		}
+		steps = append(steps, m["step"].(float64))
+	}
+	if fmt.Sprint(steps) != "[2 4 6]" {
+		t.Errorf("metrics steps after resume: %v", steps)
+	}
 }
