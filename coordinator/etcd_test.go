@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"fmt"
+	"slices"
 	"io"
 	"net/http"
 	"strings"
@@ -293,5 +294,55 @@ func TestFailureReportReforms(t *testing.T) {
 	})
 	if next.Restarts != 1 || len(next.Workers) != 3 {
 		t.Fatalf("re-formed status %+v", next)
+	}
+}
+
+// TestLostPeerFastPath: a survivor names the peer its collective lost; the
+// coordinator declares that worker lost after a few missed heartbeats, far
+// sooner than the heartbeat timeout (a minute here). A worker wrongly named
+// keeps heartbeating and is not lost.
+func TestLostPeerFastPath(t *testing.T) {
+	cli := startEtcd(t)
+	n, err := New(Options{ID: "solo", InMemory: true, Etcd: cli, HeartbeatInterval: testHeartbeatInterval,
+		HeartbeatTimeout: time.Minute, TuneRaft: fastRaft, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = n.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-n.Ready()
+
+	var ws []*simWorker
+	for _, id := range []string{"a", "b", "c"} {
+		w := newSimWorker(t, id, n.Addr())
+		ws = append(ws, w)
+		go w.run(ctx, t)
+	}
+	if _, err := jobstore.Submit(ctx, cli, "lp", testSpec("lp", 1, 3, 12, 2, 100)); err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(t, cli, "lp", 10*time.Second, "running on three", func(s *api.JobStatus) bool { return s.State == api.JobRunning && len(s.Workers) == 3 })
+	checkFor(t, 10*time.Second, "workers hold the generation", func() error { return sameGeneration(ws, "lp", st.Generation) })
+
+	// Wrongly named: b is alive; the job re-forms with all three.
+	ws[0].report(t, api.ReportFailed, 0, func(r *api.Report) { r.Error = "collective: timeout"; r.LostPeer = "b" })
+	st = waitStatus(t, cli, "lp", 10*time.Second, "re-formed with all three", func(s *api.JobStatus) bool {
+		return s.State == api.JobRunning && s.Generation > st.Generation
+	})
+	if len(st.Workers) != 3 {
+		t.Fatalf("a falsely suspected worker was dropped: %+v", st)
+	}
+	checkFor(t, 10*time.Second, "workers hold the new generation", func() error { return sameGeneration(ws, "lp", st.Generation) })
+
+	// c dies; a names it.
+	ws[2].silence()
+	ws[0].report(t, api.ReportFailed, 0, func(r *api.Report) { r.Error = "collective: peer lost: rank 2"; r.LostPeer = "c" })
+	st = waitStatus(t, cli, "lp", 10*time.Second, "re-formed without c", func(s *api.JobStatus) bool {
+		return s.State == api.JobRunning && len(s.Workers) == 2
+	})
+	if slices.Contains(st.Workers, "c") {
+		t.Fatalf("status %+v", st)
 	}
 }

@@ -30,6 +30,22 @@ type liveness struct {
 	lastProposed map[string]time.Time    // progress proposals, by job
 	running      map[string]runNote      // what each worker said it runs, by worker
 	stopSent     map[string]bool         // MemberStopped proposed, by job/generation/worker
+	suspects     map[string]suspicion    // workers a peer reported lost, by worker
+}
+
+// suspicion: a peer reported the worker lost at this time.
+type suspicion struct {
+	at       time.Time
+	reporter string
+}
+
+// suspect records that reporter's collective lost worker.
+func (l *liveness) suspect(worker, reporter string, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.suspects[worker]; !ok {
+		l.suspects[worker] = suspicion{at: now, reporter: reporter}
+	}
 }
 
 // runNote is what a worker's latest heartbeat said it runs.
@@ -48,7 +64,7 @@ type progressNote struct {
 func newLiveness() *liveness {
 	return &liveness{lastSeen: map[string]time.Time{}, progress: map[string]progressNote{},
 		reformSince: map[string]time.Time{}, lastProposed: map[string]time.Time{},
-		running: map[string]runNote{}, stopSent: map[string]bool{}}
+		running: map[string]runNote{}, stopSent: map[string]bool{}, suspects: map[string]suspicion{}}
 }
 
 // heartbeat records that a worker is alive and what it runs.
@@ -397,6 +413,19 @@ func (n *Node) dueEvents(now time.Time) []core.Event {
 			l.lastSeen[w.id] = now
 			continue
 		}
+		if sus, ok := l.suspects[w.id]; ok {
+			switch {
+			case seen.After(sus.at):
+				delete(l.suspects, w.id) // it heartbeated since: alive
+			case now.Sub(sus.at) > api.SuspectHeartbeats*n.opts.HeartbeatInterval:
+				evs = append(evs, core.WorkerLost{WorkerID: w.id, At: now,
+					Reason: fmt.Sprintf("worker %s lost it as a peer and it sent no heartbeat in the %v since", sus.reporter, now.Sub(sus.at).Round(time.Millisecond))})
+				delete(l.lastSeen, w.id)
+				delete(l.suspects, w.id)
+				n.metrics.workersLost.Inc()
+				continue
+			}
+		}
 		if since := now.Sub(seen); since > n.opts.HeartbeatTimeout {
 			evs = append(evs, core.WorkerLost{WorkerID: w.id, At: now,
 				Reason: fmt.Sprintf("no heartbeat for %v (timeout %v)", since.Round(time.Millisecond), n.opts.HeartbeatTimeout)})
@@ -408,6 +437,11 @@ func (n *Node) dueEvents(now time.Time) []core.Event {
 		if !known[id] {
 			delete(l.lastSeen, id)
 			delete(l.running, id)
+		}
+	}
+	for id := range l.suspects {
+		if !known[id] {
+			delete(l.suspects, id)
 		}
 	}
 	for _, j := range n.fsm.jobs() {

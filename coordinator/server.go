@@ -115,6 +115,9 @@ func (n *Node) handleReport(w http.ResponseWriter, r *http.Request) {
 		n.applyFailed(w, err)
 		return
 	}
+	if res.accepted && rep.Kind == api.ReportFailed && !rep.Fatal && rep.LostPeer != "" {
+		n.live.Load().suspect(rep.LostPeer, rep.WorkerID, time.Now())
+	}
 	writeJSON(w, http.StatusOK, api.ReportResponse{Accepted: res.accepted})
 }
 

@@ -167,7 +167,16 @@ type Report struct {
 	// that cannot load): the job fails. A lost peer is not fatal: the
 	// coordinator forms a new generation.
 	Fatal bool `json:"fatal,omitempty"`
+	// LostPeer is the worker id of the peer a non-fatal failure lost, when
+	// the collective knows it. The coordinator then declares that worker
+	// lost as soon as it misses a few heartbeats (SuspectHeartbeats), not
+	// after the whole heartbeat timeout.
+	LostPeer string `json:"lost_peer,omitempty"`
 }
+
+// SuspectHeartbeats is how many heartbeat intervals a worker named as
+// Report.LostPeer has to prove it is alive.
+const SuspectHeartbeats = 3
 
 // Validate names the first missing or malformed field.
 func (r Report) Validate() error {
