@@ -3,9 +3,9 @@ package coordinator
 import (
 	"context"
 	"fmt"
-	"slices"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
