@@ -28,11 +28,15 @@
 //     has stopped or seen fail; the coordinator forms a new one (a higher
 //     Generation) instead. Missing heartbeats for the coordinator's
 //     HeartbeatTimeout declares the worker lost.
+//     Heartbeats say what the worker runs right now (job and generation,
+//     empty once a stopped generation's training has returned): a re-forming
+//     job waits for exactly that.
 //  3. Report checkpoints (rank 0, after the checkpoint is complete on disk),
 //     progress (optional; heartbeats carry the step too), a failure (any rank:
 //     Fatal for errors that a new generation cannot fix, such as a missing
 //     dataset or a corrupt shard; not Fatal for a lost peer or a collective
-//     timeout), and finishing (the rank that completed the last step).
+//     timeout, naming the lost peer in LostPeer when known), and finishing
+//     (every rank that completed the last step; the first report wins).
 //  4. Leave on SIGTERM after the current step: the coordinator re-forms the job
 //     without this worker from its last checkpoint.
 //
