@@ -2,6 +2,7 @@ package cuda
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"unsafe"
@@ -33,7 +34,7 @@ type (
 // Driver constants (pinned in prototypes.h).
 const (
 	cudaSuccess                       = 0
-	CUDA_ERROR_NO_DEVICE              = 100
+	errNoDevice                       = 100
 	attrMultiprocessorCount           = 16
 	attrComputeCapabilityMajor        = 75
 	attrComputeCapabilityMinor        = 76
@@ -154,6 +155,9 @@ func LoadDriver() (*Driver, error) {
 		}
 		d.Path = path
 		if err := d.check("cuInit", d.f.cuInit(0)); err != nil {
+			if ce := err.(*Error); ce.Code == errNoDevice {
+				err = fmt.Errorf("cuda: the driver sees no GPU (CUDA_VISIBLE_DEVICES=%q): %w", os.Getenv("CUDA_VISIBLE_DEVICES"), err)
+			}
 			driverErr = err
 			return
 		}

@@ -210,3 +210,58 @@ func TestAlignment(t *testing.T) {
 		}
 	}
 }
+
+// TestRealLibraries binds every prototype against real CUDA libraries:
+// make cuda-libs-check supplies Debian's driver userspace, cuBLAS(Lt) and
+// NVRTC (FMTRAIN_CUDA_LIBS_CHECK=1); on a CUDA host the system's serve.
+// Without a GPU cuInit must fail as a *Error with the driver's own name for
+// the code, which proves the driver's symbols were all bound (binding comes
+// first) and that calls through them work.
+func TestRealLibraries(t *testing.T) {
+	required := os.Getenv("FMTRAIN_CUDA_LIBS_CHECK") == "1"
+	skipOrFail := func(what string, err error) {
+		t.Helper()
+		if required {
+			t.Fatalf("%s: %v", what, err)
+		}
+		t.Skipf("%s not on this host (make cuda-libs-check runs this test with Debian's): %v", what, err)
+	}
+	d, err := LoadDriver()
+	var ce *Error
+	switch {
+	case errors.Is(err, ErrLibraryNotFound):
+		skipOrFail("CUDA driver", err)
+	case errors.As(err, &ce):
+		if ce.Call != "cuInit" || !strings.HasPrefix(ce.Name, "CUDA_ERROR_") {
+			t.Errorf("driver bound but: %v", err)
+		}
+		if ce.Code == errNoDevice && !strings.Contains(err.Error(), "the driver sees no GPU") {
+			t.Errorf("no-device error %q does not say so plainly", err)
+		}
+		t.Logf("driver bound; no GPU: %v", err)
+	case err != nil:
+		t.Fatalf("driver: %v", err)
+	default:
+		t.Logf("driver %d from %s", d.Version, d.Path)
+	}
+	b, err := LoadBLAS()
+	if err != nil {
+		skipOrFail("cuBLAS", err)
+	}
+	// The text differs between versions ("success", "CUBLAS_STATUS_SUCCESS").
+	if s := b.f.cublasGetStatusString(blasSuccess); !strings.Contains(strings.ToLower(s), "success") {
+		t.Errorf("cublasGetStatusString(0) = %q", s)
+	}
+	t.Logf("cuBLAS %s, cuBLASLt %s", b.Path, b.LtPath)
+	n, err := LoadNVRTC()
+	if err != nil {
+		skipOrFail("NVRTC", err)
+	}
+	if n.Major < 11 {
+		t.Errorf("NVRTC %d.%d", n.Major, n.Minor)
+	}
+	if e := n.check("nvrtcCompileProgram", 6); e.(*Error).Name != "NVRTC_ERROR_COMPILATION" {
+		t.Errorf("nvrtcGetErrorString(6) = %q", e.(*Error).Name)
+	}
+	t.Logf("NVRTC %d.%d from %s", n.Major, n.Minor, n.Path)
+}

@@ -165,7 +165,7 @@ func TestBindingsMatchPrototypes(t *testing.T) {
 func TestConstantsMatchPrototypes(t *testing.T) {
 	_, consts := parsePrototypes(t)
 	goVals := map[string]int{
-		"CUDA_SUCCESS": cudaSuccess, "CUDA_ERROR_NO_DEVICE": CUDA_ERROR_NO_DEVICE,
+		"CUDA_SUCCESS": cudaSuccess, "CUDA_ERROR_NO_DEVICE": errNoDevice,
 		"CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT": attrMultiprocessorCount, "CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR": attrComputeCapabilityMajor,
 		"CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR": attrComputeCapabilityMinor, "CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN": attrMaxSharedMemoryPerBlockOptin,
 		"CU_DEVICE_ATTRIBUTE_CONCURRENT_MANAGED_ACCESS": attrConcurrentManagedAccess, "CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES": funcAttrMaxDynamicSharedSizeBytes,

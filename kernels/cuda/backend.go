@@ -1055,7 +1055,9 @@ func (b *Backend) Zero(buf []float32) {
 	}
 	i := o.arg(buf, len(buf), true)
 	if o.start() {
-		o.elementwise("fill", int64(len(buf)), o.p(i), float32(0), int64(len(buf)))
+		if err := b.dev.zero(o.p(i), len(buf)); err != nil {
+			o.failf(err)
+		}
 	}
 	o.end()
 }

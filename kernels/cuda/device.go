@@ -23,6 +23,8 @@ type device interface {
 	// means "use gemm + bias_add".
 	linearBias(out, in, w, bias cu.DevicePtr, rows, inDim, outDim int, ab cu.DataType) error
 	alloc(bytes int) (cu.DevicePtr, error)
+	// zero clears n floats at p (cuMemsetD32Async).
+	zero(p cu.DevicePtr, n int) error
 	allocManaged(bytes int) (cu.DevicePtr, error)
 	free(p cu.DevicePtr) error
 	copyHtoD(dst cu.DevicePtr, src unsafe.Pointer, bytes int) error
@@ -162,6 +164,7 @@ func (g *gpu) linearBias(out, in, w, bias cu.DevicePtr, rows, inDim, outDim int,
 }
 
 func (g *gpu) alloc(bytes int) (cu.DevicePtr, error)        { return g.ctx.MemAlloc(bytes) }
+func (g *gpu) zero(p cu.DevicePtr, n int) error             { return g.stream.Memset32Async(p, 0, n) }
 func (g *gpu) allocManaged(bytes int) (cu.DevicePtr, error) { return g.ctx.MemAllocManaged(bytes) }
 func (g *gpu) free(p cu.DevicePtr) error                    { return g.ctx.MemFree(p) }
 

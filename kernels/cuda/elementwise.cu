@@ -131,11 +131,6 @@ extern "C" __global__ void scale_matrix(float* c, long long rows, int cols, int 
     }
 }
 
-// fill: dst = v (zeroing gradient and activation buffers on the device).
-extern "C" __global__ void fill(float* dst, float v, long long n) {
-    FMT_FOR(i, n) dst[i] = v;
-}
-
 // scale_vector: dst *= s (gradient clipping).
 extern "C" __global__ void scale_vector(float* dst, float s, long long n) {
     FMT_FOR(i, n) dst[i] *= s;

@@ -220,10 +220,6 @@ func emuKernel(name string, cfg launchCfg, args []any) error {
 				}
 			}
 		}
-	case "fill":
-		for i, d := 0, f32s(p(0), i64(2)); i < len(d); i++ {
-			d[i] = f(1)
-		}
 	case "scale_vector":
 		for i, d := 0, f32s(p(0), i64(2)); i < len(d); i++ {
 			d[i] *= f(1)

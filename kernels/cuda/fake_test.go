@@ -26,6 +26,7 @@ type fakeDevice struct {
 	// pointerGemms counts gemmPointers calls (each also lands in gemms per batch entry).
 	pointerGemms int
 	syncs        int
+	zeros        int
 	freeMem      uint64
 	noLtAlgo     bool // linearBias answers cu.ErrNoAlgo
 	// emulate: memory is real and kernels and GEMMs run (emu_test.go).
@@ -176,6 +177,17 @@ func (f *fakeDevice) allocManaged(bytes int) (cu.DevicePtr, error) {
 	p := uintptr(unsafe.Pointer(&s[0]))
 	f.managed[p] = s
 	return cu.DevicePtr(p), nil
+}
+
+func (f *fakeDevice) zero(p cu.DevicePtr, n int) error {
+	if !f.inside(p, 4*n) {
+		f.t.Errorf("zero of %d floats at %#x overflows", n, uintptr(p))
+	}
+	f.zeros++
+	if f.emulate {
+		clear(f32s(p, n))
+	}
+	return nil
 }
 
 func (f *fakeDevice) free(p cu.DevicePtr) error {
