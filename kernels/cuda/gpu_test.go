@@ -241,18 +241,37 @@ func BenchmarkGPUGemmBF16(bm *testing.B) {
 			bm.Fatal(err)
 		}
 	}
-	if err := g.sync(); err != nil {
+	// Device events around the timed products (METHOD.md: the host clock
+	// would also count launch gaps).
+	start, err := g.ctx.NewEvent()
+	if err != nil {
 		bm.Fatal(err)
 	}
+	defer start.Destroy()
+	stop, err := g.ctx.NewEvent()
+	if err != nil {
+		bm.Fatal(err)
+	}
+	defer stop.Destroy()
 	bm.ResetTimer()
+	if err := start.Record(g.stream); err != nil {
+		bm.Fatal(err)
+	}
 	for range bm.N {
 		if err := g.gemm(op); err != nil {
 			bm.Fatal(err)
 		}
 	}
-	if err := g.sync(); err != nil {
+	if err := stop.Record(g.stream); err != nil {
+		bm.Fatal(err)
+	}
+	if err := stop.Synchronize(); err != nil {
 		bm.Fatal(err)
 	}
 	bm.StopTimer()
-	bm.ReportMetric(2*float64(n)*n*n*float64(bm.N)/bm.Elapsed().Seconds()/1e12, "TFLOP/s")
+	ms, err := stop.ElapsedMs(start)
+	if err != nil {
+		bm.Fatal(err)
+	}
+	bm.ReportMetric(2*float64(n)*n*n*float64(bm.N)/(float64(ms)/1e3)/1e12, "TFLOP/s")
 }
