@@ -431,3 +431,7 @@ func TestEmulatedReferenceVectors(t *testing.T) {
 	})
 	t.Run("bf16", func(t *testing.T) { checkBF16Vectors(t, func() *Backend { return newEmuBackend(t, true) }) })
 }
+
+// TestEmulatedAdamWMatchesOptim: the host scalars and the argument order
+// of the fused AdamW, through the kernel's transcription.
+func TestEmulatedAdamWMatchesOptim(t *testing.T) { checkAdamW(t, newEmuBackend(t, false), 4096) }

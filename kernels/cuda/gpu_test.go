@@ -135,9 +135,11 @@ func checkBF16Vectors(t *testing.T, open func() *Backend) {
 
 // TestGPUAdamWMatchesOptim: the fused kernel against optim.AdamW (the CPU
 // optimizer, bit-compatible with PyTorch), a few ULPs apart at most.
-func TestGPUAdamWMatchesOptim(t *testing.T) {
-	b := openOrSkip(t, false)
-	const n = 1 << 20
+func TestGPUAdamWMatchesOptim(t *testing.T) { checkAdamW(t, openOrSkip(t, false), 1<<20) }
+
+// checkAdamW runs three fused AdamW steps on n parameters and compares
+// them with optim.AdamW bit for bit (2 ULPs allowed).
+func checkAdamW(t *testing.T, b *Backend, n int) {
 	r := rand.New(rand.NewPCG(3, 4))
 	p, g := b.Alloc(n), b.Alloc(n)
 	m, v := b.Alloc(n), b.Alloc(n)
