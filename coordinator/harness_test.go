@@ -27,10 +27,14 @@ const (
 	testHeartbeatTimeout  = 2 * time.Second
 )
 
+// fastRaft shortens raft's timeouts for tests, but not so far that a
+// leader on a loaded 2-core machine under -race loses its lease again and
+// again (each new leadership restarts the heartbeat grace, so a flapping
+// leader would never declare a dead worker lost).
 func fastRaft(c *raft.Config) {
-	c.HeartbeatTimeout = 100 * time.Millisecond
-	c.ElectionTimeout = 100 * time.Millisecond
-	c.LeaderLeaseTimeout = 100 * time.Millisecond
+	c.HeartbeatTimeout = 300 * time.Millisecond
+	c.ElectionTimeout = 300 * time.Millisecond
+	c.LeaderLeaseTimeout = 300 * time.Millisecond
 	c.CommitTimeout = 5 * time.Millisecond
 }
 
