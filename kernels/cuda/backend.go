@@ -71,12 +71,18 @@ type Options struct {
 	// every op waits for the GPU, so host code may touch buffers between
 	// ops freely. $FMTRAIN_CUDA_ASYNC=1 sets it for the registry's backends.
 	Async bool
+	// HostMemory makes Alloc return ordinary Go memory instead of CUDA
+	// managed memory: every op then stages its buffers through device
+	// scratch (slower, but no unified memory involved, for platforms where
+	// it misbehaves). $FMTRAIN_CUDA_MANAGED=0 sets it for the registry's
+	// backends.
+	HostMemory bool
 }
 
 // optionsFromEnv reads FMTRAIN_CUDA_DEVICE (an ordinal or a PCI bus id) for
 // the registry's factories, which take no arguments.
 func optionsFromEnv(bf16 bool) Options {
-	o := Options{BF16: bf16, Async: os.Getenv("FMTRAIN_CUDA_ASYNC") == "1"}
+	o := Options{BF16: bf16, Async: os.Getenv("FMTRAIN_CUDA_ASYNC") == "1", HostMemory: os.Getenv("FMTRAIN_CUDA_MANAGED") == "0"}
 	if v := os.Getenv("FMTRAIN_CUDA_DEVICE"); v != "" {
 		if n, err := strconv.Atoi(v); err == nil {
 			o.Ordinal = n
@@ -100,6 +106,8 @@ type Backend struct {
 	allocs map[uintptr]cu.DevicePtr
 	// async: ops return before the GPU ran them (Options.Async).
 	async bool
+	// hostMemory: Alloc hands out Go memory (Options.HostMemory).
+	hostMemory bool
 	// err is the first failure; every later op is skipped.
 	err    error
 	closed bool
@@ -139,8 +147,8 @@ func Open(opts Options) (*Backend, error) {
 		g.close()
 		return nil, err
 	}
-	b.async = opts.Async
-	log.Info("cuda backend open", "backend", b.String(), "async", b.async)
+	b.async, b.hostMemory = opts.Async, opts.HostMemory
+	log.Info("cuda backend open", "backend", b.String(), "async", b.async, "managed_memory", !b.hostMemory)
 	return b, nil
 }
 
@@ -186,6 +194,9 @@ const managedReserve = 2 << 30
 func (b *Backend) Alloc(n int) []float32 {
 	if n <= 0 {
 		return nil
+	}
+	if b.hostMemory {
+		return make([]float32, n)
 	}
 	bytes := (n*4 + 255) &^ 255
 	s, err := b.allocManaged(bytes, n)

@@ -370,3 +370,17 @@ func TestAsyncSkipsPerOpSync(t *testing.T) {
 		}
 	}
 }
+
+// TestHostMemoryOption: with HostMemory, Alloc gives Go memory and ops stage it.
+func TestHostMemoryOption(t *testing.T) {
+	b, f := newFakeBackend(t, false)
+	b.hostMemory = true
+	x := b.Alloc(1000)
+	if len(x) != 1000 || b.mm.contains(sliceRange(x, len(x))) || len(f.managed) != 0 {
+		t.Fatal("HostMemory allocation came from managed memory")
+	}
+	b.GELUForward(x, x, 1000)
+	if f.copies != 2 {
+		t.Errorf("%d copies, want 2 (stage in, copy back)", f.copies)
+	}
+}

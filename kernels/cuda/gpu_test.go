@@ -31,7 +31,7 @@ func openOrSkip(tb testing.TB, bf16 bool) *Backend {
 	if cache == "" {
 		cache = tb.TempDir()
 	}
-	b, err := Open(Options{BF16: bf16, CacheDir: cache})
+	b, err := Open(Options{BF16: bf16, CacheDir: cache, HostMemory: os.Getenv("FMTRAIN_CUDA_MANAGED") == "0"})
 	if err == nil {
 		tb.Cleanup(func() {
 			if err := b.Close(); err != nil {
