@@ -109,6 +109,40 @@ func rank0Steps(t *testing.T, c *local.Cluster, job string) (steps []int64, gens
 	return steps, gens, last
 }
 
+// generationAt follows rank 0's metrics until it logs a step >= step in a
+// generation of the given world size, and returns that generation and its
+// workers in rank order (from the job status in etcd: the coordinator's
+// events may reach the stream after the first metrics of a generation).
+func generationAt(t *testing.T, ctx context.Context, c *local.Cluster, job string, world int, step int64) (uint64, []string) {
+	t.Helper()
+	var gen uint64
+	err := telemetry.Follow(ctx, c.JS, telemetry.FollowOptions{Job: job, Kinds: []telemetry.Kind{telemetry.KindMetrics}, FromStart: true},
+		func(m telemetry.Message) error {
+			if m.Rank == 0 && m.Metrics.WorldSize == world && m.Metrics.Step >= step {
+				gen = m.Metrics.Generation
+				return telemetry.ErrStop
+			}
+			return nil
+		})
+	if err != nil || gen == 0 {
+		st, _ := c.Status(context.Background(), job)
+		t.Fatalf("waiting for step %d with %d workers: %v (status %+v)", step, world, err, st)
+	}
+	for {
+		st, err := c.Status(ctx, job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Generation == gen && len(st.Workers) == world {
+			return gen, st.Workers
+		}
+		if st.Generation > gen {
+			t.Fatalf("generation %d ended before the test could act on it (status %+v)", gen, st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func seq(from, to int64) []int64 {
 	var s []int64
 	for i := from; i <= to; i++ {
@@ -219,26 +253,22 @@ func TestKillAndRestartWorker(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 170*time.Second)
 	defer cancel()
 	root := t.TempDir()
-	const steps, global = 90, 12
+	const steps, global = 300, 12
 	p := jobParams{manifest: dataset(t, 96, 3), minW: 2, maxW: 3, global: global, local: 2, maxSteps: steps, ckptEvery: 5, ckptDir: filepath.Join(root, "ckpt")}
 	if err := c.Submit(ctx, "elastic", spec(p)); err != nil {
 		t.Fatal(err)
 	}
 
-	events := make(chan *telemetry.Event, 100)
+	gen3, workers := generationAt(t, ctx, c, "elastic", 3, 15)
+	victim := workers[len(workers)-1]
+	events := make(chan *telemetry.Event, 1000)
 	go func() {
-		_ = telemetry.Follow(ctx, c.JS, telemetry.FollowOptions{Job: "elastic", Kinds: []telemetry.Kind{telemetry.KindEvents, telemetry.KindMetrics}, FromStart: true},
+		_ = telemetry.Follow(ctx, c.JS, telemetry.FollowOptions{Job: "elastic", Kinds: []telemetry.Kind{telemetry.KindEvents}, FromStart: true},
 			func(m telemetry.Message) error {
-				if m.Event != nil {
-					events <- m.Event
-				} else if m.Rank == 0 && m.Metrics.Step >= 15 && m.Metrics.WorldSize == 3 {
-					events <- &telemetry.Event{Kind: "step15"}
-				}
+				events <- m.Event
 				return nil
 			})
 	}()
-	var victim string
-	var gen3 uint64
 	var killed time.Time
 	var timeline []*telemetry.Event // events after the kill, for the recovery breakdown
 	waitEvent := func(what string, match func(*telemetry.Event) bool) *telemetry.Event {
@@ -249,10 +279,6 @@ func TestKillAndRestartWorker(t *testing.T) {
 				if !killed.IsZero() && e.Time.After(killed) && len(timeline) < 8 {
 					timeline = append(timeline, e)
 				}
-				if e.Kind == telemetry.EventGenerationFormed && e.WorldSize == 3 {
-					gen3 = e.Generation
-					victim = e.Workers[len(e.Workers)-1]
-				}
 				if match(e) {
 					return e
 				}
@@ -262,8 +288,6 @@ func TestKillAndRestartWorker(t *testing.T) {
 			}
 		}
 	}
-	waitEvent("step 15 with three workers", func(e *telemetry.Event) bool { return e.Kind == "step15" })
-
 	killed = time.Now()
 	if err := c.Kill(victim); err != nil {
 		t.Fatal(err)
@@ -320,26 +344,13 @@ func TestDrainLosesNoSteps(t *testing.T) {
 	c := startCluster(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	const steps, global = 40, 8
+	const steps, global = 300, 8
 	p := jobParams{manifest: dataset(t, 64, 2), minW: 1, maxW: 2, global: global, local: 2, maxSteps: steps, ckptEvery: 1000, ckptDir: filepath.Join(t.TempDir(), "ckpt")}
 	if err := c.Submit(ctx, "drain", spec(p)); err != nil {
 		t.Fatal(err)
 	}
-	var rank0 string
-	var gen uint64
-	err := telemetry.Follow(ctx, c.JS, telemetry.FollowOptions{Job: "drain", Kinds: []telemetry.Kind{telemetry.KindEvents, telemetry.KindMetrics}, FromStart: true},
-		func(m telemetry.Message) error {
-			if m.Event != nil && m.Event.Kind == telemetry.EventGenerationFormed && m.Event.WorldSize == 2 {
-				rank0, gen = m.Event.Workers[0], m.Event.Generation
-			}
-			if m.Metrics != nil && m.Metrics.Generation == gen && m.Rank == 0 && m.Metrics.Step >= 8 {
-				return telemetry.ErrStop
-			}
-			return nil
-		})
-	if err != nil || rank0 == "" {
-		t.Fatalf("waiting for step 8 with two workers: %v (rank 0 %q)", err, rank0)
-	}
+	gen, workers := generationAt(t, ctx, c, "drain", 2, 8)
+	rank0 := workers[0]
 	if err := c.Drain(ctx, rank0); err != nil {
 		t.Fatalf("drained worker exited with %v, want status 0", err)
 	}

@@ -265,11 +265,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-drain:
 			drain = nil
 			w.log().Info("draining: finishing the current step, then leaving")
-			if cur != nil {
-				w.publishDraining(cur.a)
-			}
+			draining := cur
+			step := w.step.Load()
 			if exec(lc.Drain()) {
 				return w.leave()
+			}
+			if draining != nil {
+				// After the stop request, so the event's step is the one
+				// the stop came after (the step in progress still ends).
+				w.publishDraining(draining.a, step)
 			}
 		case <-drainTimer:
 			if cur != nil {
@@ -410,7 +414,7 @@ func (w *Worker) leave() error {
 }
 
 // publishDraining tells the job's watchers this worker is leaving.
-func (w *Worker) publishDraining(a *api.Assignment) {
+func (w *Worker) publishDraining(a *api.Assignment, step int64) {
 	if w.opts.NATS == nil {
 		return
 	}
@@ -420,7 +424,7 @@ func (w *Worker) publishDraining(a *api.Assignment) {
 		defer cancel()
 		rank := a.Rank
 		err = pub.Event(ctx, telemetry.Event{Kind: telemetry.EventWorkerDraining, Generation: a.Generation,
-			Step: w.step.Load(), Worker: w.opts.ID, Rank: &rank})
+			Step: step, Worker: w.opts.ID, Rank: &rank})
 	}
 	if err != nil {
 		w.log().Warn("publishing the worker_draining event", "err", err)
