@@ -4,8 +4,9 @@
 // cluster of deploy/docker (etcd, NATS, three raft coordinators, three CPU
 // workers, each a container with its own address on a private network). A
 // tiny job is submitted with fmctl from this host, and while it trains one
-// fault is injected: a worker stopped, the raft leader stopped, a worker cut
-// off the network for longer than the heartbeat timeout, etcd restarted.
+// fault is injected: a worker stopped, the rank-0 worker killed, the raft
+// leader stopped, a worker cut off the network for longer than the heartbeat
+// timeout, etcd restarted.
 // After each the job must finish at exactly max_steps, having consumed
 // exactly max_steps × global_batch_size samples, with every checkpoint
 // intact and the status in etcd right; the recovery time is printed.
@@ -106,6 +107,21 @@ var faults = []fault{
 		inject: func(c *cluster, _ *api.JobStatus) func() {
 			c.docker("stop", c.container("worker-1"))
 			return func() { c.docker("start", c.container("worker-1")) }
+		},
+		recovered: reformed,
+		reforms:   true,
+	},
+	{
+		// Node loss: rank 0 (the checkpoint writer) dies without a word.
+		name: "rank0-killed",
+		inject: func(c *cluster, at *api.JobStatus) func() {
+			if len(at.Workers) == 0 {
+				c.t.Fatal("status names no workers: cannot tell rank 0")
+			}
+			rank0 := at.Workers[0]
+			c.t.Logf("rank 0 is %s; killing it (SIGKILL)", rank0)
+			c.docker("kill", c.container(rank0))
+			return func() { c.docker("start", c.container(rank0)) }
 		},
 		recovered: reformed,
 		reforms:   true,
