@@ -108,6 +108,8 @@ func checkBF16Vectors(t *testing.T, open func() *Backend) {
 			}
 			if !(e <= tol) {
 				t.Errorf("%s: %-40s relative error %.3g > %g", filepath.Base(path), name, e, tol)
+			} else if testing.Verbose() {
+				t.Logf("%s: %-40s relative error %.3g", filepath.Base(path), name, e)
 			}
 		}
 		out, err := m.Forward(context.Background(), c.Input)
