@@ -48,7 +48,7 @@ sample: {num_steps: 4, per_prompt: 2}
 	if res.Final == nil || res.Final.Kind != telemetry.EventFinished {
 		t.Fatalf("final event %+v", res.Final)
 	}
-	for _, want := range []string{"generating the demo dataset", "step 6/6", "wrote " + res.LossPlot, "one row per caption"} {
+	for _, want := range []string{"generated the demo dataset", "step 6/6", "wrote " + res.LossPlot, "one row per caption"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}

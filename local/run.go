@@ -2,7 +2,6 @@ package local
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -77,8 +76,12 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		fmt.Fprintf(opts.Out, "note: the job allows at most %d workers (max_workers); %d will idle\n", spec.MaxWorkers, opts.Workers-spec.MaxWorkers)
 	}
 	dir := filepath.Join(opts.RunsDir, job)
-	if err := ensureData(spec, opts.Out); err != nil {
-		return nil, err
+	wrote, err := data.EnsureSynth(spec.Data.Manifest, spec.Seed, spec.Model.DiT.TextDim)
+	if err != nil {
+		return nil, fmt.Errorf("local: data.manifest: %w", err)
+	}
+	if wrote {
+		fmt.Fprintf(opts.Out, "generated the demo dataset in %s (coloured shapes with caption embeddings)\n", filepath.Dir(spec.Data.Manifest))
 	}
 	// A local run starts from scratch: its own services' state and, when
 	// they live under the run directory, old checkpoints go.
@@ -165,32 +168,6 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	res.Elapsed = time.Since(start)
 	return res, nil
-}
-
-// ensureData generates the demo dataset where the spec expects it when the
-// manifest is missing and its directory holds nothing else (so a mistyped
-// path to real data is an error, not a silent switch to shapes).
-func ensureData(spec *jobspec.Spec, out io.Writer) error {
-	manifest := spec.Data.Manifest
-	if _, err := os.Stat(manifest); err == nil {
-		return nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("local: data.manifest: %w", err)
-	}
-	dir := filepath.Dir(manifest)
-	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
-		return fmt.Errorf("local: data.manifest %s does not exist, and %s is not empty: not generating demo data over it", manifest, dir)
-	}
-	if filepath.Base(manifest) != data.SynthManifestName {
-		return fmt.Errorf("local: data.manifest %s does not exist (the demo dataset would be %s)", manifest, filepath.Join(dir, data.SynthManifestName))
-	}
-	fmt.Fprintf(out, "generating the demo dataset in %s (coloured shapes with caption embeddings)\n", dir)
-	// The demo images are 3×16×16 pixels; captions are encoded at the
-	// model's text width.
-	if _, err := data.Synth(dir, data.SynthOptions{Seed: spec.Seed, TextDim: spec.Model.DiT.TextDim}); err != nil {
-		return fmt.Errorf("local: generating demo data: %w", err)
-	}
-	return nil
 }
 
 func isUnder(path, dir string) bool {
