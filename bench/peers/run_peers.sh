@@ -13,15 +13,16 @@ ranks=("${@:-2 4}")
 read -r -a ranks <<<"${ranks[*]}"
 
 make -s all
-(cd ../.. && go build -o bench/peers/fmctl ./cmd/fmctl)
+[ -n "${FMCTL:-}" ] || (cd ../.. && go build -o bench/peers/fmctl ./cmd/fmctl)
+FMCTL=${FMCTL:-./fmctl}
 gosizes=$(echo "$sizes" | sed -E 's/([0-9]+)([KMG])(,|$)/\1\2iB\3/g')
 
 echo "# $(date -u +%FT%TZ) $(nproc) cores, $(uptime | sed 's/.*load/load/')"
 for n in "${ranks[@]}"; do
   echo "## ranks=$n fmtrain"
-  ./fmctl bench allreduce --ranks "$n" --sizes "$gosizes" --iters "$iters"
+  "$FMCTL" bench allreduce --ranks "$n" --sizes "$gosizes" --iters "$iters"
   echo "## ranks=$n openmpi"
-  mpirun --mca btl tcp,self --oversubscribe --allow-run-as-root -np "$n" ./mpi_allreduce "$sizes" "$iters"
+  mpirun --mca btl tcp,self --mca btl_tcp_if_include lo --oversubscribe --allow-run-as-root -np "$n" ./mpi_allreduce "$sizes" "$iters"
   for algo in ring ring_chunked; do
     echo "## ranks=$n gloo $algo"
     store=$(mktemp -d)
