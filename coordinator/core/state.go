@@ -303,11 +303,15 @@ func (s *State) endGeneration(j *Job, reason string, at time.Time) {
 
 // ReportIsCurrent reports whether r is about the current generation of a
 // job that is running it, from one of its members; other reports are stale
-// and Step ignores them.
+// and Step ignores them. While the generation re-forms, what its members
+// still finished counts: a failure, a checkpoint that was complete, the
+// last step.
 func (s *State) ReportIsCurrent(r api.Report) bool {
 	j := s.Jobs[r.JobID]
-	return j != nil && j.Generation == r.Generation && slices.Contains(j.Members, r.WorkerID) &&
-		(j.State == api.JobRunning || j.State == api.JobReforming && r.Kind == api.ReportFailed)
+	if j == nil || j.Generation != r.Generation || !slices.Contains(j.Members, r.WorkerID) {
+		return false
+	}
+	return j.State == api.JobRunning || j.State == api.JobReforming && r.Kind != api.ReportProgress
 }
 
 func (s *State) report(e Reported) {
