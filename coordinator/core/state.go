@@ -204,6 +204,10 @@ func (s *State) submit(e JobSubmitted) {
 	}
 	spec, err := jobspec.Parse([]byte(e.Spec))
 	if err != nil {
+		if p := e.Previous; p != nil && p.State.Terminal() {
+			s.adopt(j, p) // it failed (or ended) before; etcd says so already
+			return
+		}
 		s.fail(j, "invalid job spec: "+err.Error(), e.At)
 		return
 	}
@@ -393,6 +397,9 @@ func (s *State) release(j *Job) {
 func (s *State) schedule(at time.Time) {
 	for _, id := range s.Order {
 		j := s.Jobs[id]
+		if j.spec == nil {
+			continue // only a failed job, or a restored one this binary cannot parse
+		}
 		switch j.State {
 		case api.JobPending:
 			s.tryStart(j, at)
@@ -404,7 +411,7 @@ func (s *State) schedule(at time.Time) {
 	}
 	for _, id := range s.Order {
 		j := s.Jobs[id]
-		if j.State != api.JobRunning || len(j.Members) >= j.spec.MaxWorkers || j.Step > j.checkpointStep() {
+		if j.spec == nil || j.State != api.JobRunning || len(j.Members) >= j.spec.MaxWorkers || j.Step > j.checkpointStep() {
 			continue
 		}
 		var spare []string
@@ -425,7 +432,7 @@ func (s *State) schedule(at time.Time) {
 // that waits for min_workers is not starved by elastic growth.
 func (s *State) wantedByWaitingJob(w *Worker) bool {
 	for _, id := range s.Order {
-		if j := s.Jobs[id]; j.State == api.JobPending && canRun(j, w) {
+		if j := s.Jobs[id]; j.spec != nil && j.State == api.JobPending && canRun(j, w) {
 			return true
 		}
 	}
@@ -595,7 +602,7 @@ func (s *State) Assignment(id string) (a *api.Assignment, known bool) {
 		return nil, false
 	}
 	j := s.Jobs[w.Job]
-	if j == nil || j.State != api.JobRunning {
+	if j == nil || j.State != api.JobRunning || j.spec == nil {
 		return nil, true
 	}
 	rank := slices.Index(j.Members, id)
