@@ -166,3 +166,17 @@ func resolve(flag string, gpus []GPU, noGPUReason string, localRank int) (Resolu
 	g := gpus[ord]
 	return Resolution{Device: Device{Kind: CUDA, GPU: &g}}, nil
 }
+
+// canonicalBusID writes a PCI bus id the way the CUDA runtime does
+// ("0000:18:00.0"): NVML reports an 8-digit domain ("00000000:18:00.0"),
+// whose leading zeros are dropped down to four digits.
+func canonicalBusID(id string) string {
+	domain, rest, ok := strings.Cut(id, ":")
+	if !ok {
+		return id
+	}
+	for len(domain) > 4 && domain[0] == '0' {
+		domain = domain[1:]
+	}
+	return strings.ToLower(domain + ":" + rest)
+}

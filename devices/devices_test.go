@@ -63,7 +63,7 @@ func TestDiscoverDGXH100(t *testing.T) {
 		if !strings.HasPrefix(g.UUID, "GPU-") {
 			t.Errorf("gpu %d: uuid %q", i, g.UUID)
 		}
-		if want := fmt.Sprintf("00000000:%02X:00.0", 0x18+i); g.PCIBusID != want {
+		if want := fmt.Sprintf("0000:%02x:00.0", 0x18+i); g.PCIBusID != want {
 			t.Errorf("gpu %d: pci %q want %q", i, g.PCIBusID, want)
 		}
 	}

@@ -90,7 +90,7 @@ func discover(lib nvml.Interface) ([]GPU, error) {
 			return nil, fmt.Errorf("devices: GPU %d: nvmlDeviceGetCudaComputeCapability: %v", i, ret)
 		}
 		if pci, ret := d.GetPciInfo(); ret == nvml.SUCCESS {
-			g.PCIBusID = cString(pci.BusId[:])
+			g.PCIBusID = canonicalBusID(cString(pci.BusId[:]))
 		}
 		out = append(out, g)
 	}

@@ -61,3 +61,17 @@ func TestResolveNoGPU(t *testing.T) {
 		t.Errorf("stats without GPUs: %v", err)
 	}
 }
+
+func TestCanonicalBusID(t *testing.T) {
+	for in, want := range map[string]string{
+		"00000000:18:00.0": "0000:18:00.0",
+		"00000001:AB:00.0": "0001:ab:00.0",
+		"0000:3b:00.0":     "0000:3b:00.0",
+		"10000000:01:00.0": "10000000:01:00.0",
+		"":                 "",
+	} {
+		if got := canonicalBusID(in); got != want {
+			t.Errorf("canonicalBusID(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
