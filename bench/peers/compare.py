@@ -39,6 +39,10 @@ def run(cmds, envs=None):
     return outs
 
 
+def load():
+    return open("/proc/loadavg").read().split()[0]
+
+
 def run_fmtrain(fmctl, n, sizes, iters):
     gosizes = re.sub(r"(\d+)([KMG])(?=,|$)", r"\1\2iB", sizes)
     outs = run([[fmctl, "bench", "allreduce", "--ranks", str(n), "--sizes", gosizes,
