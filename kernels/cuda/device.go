@@ -62,7 +62,12 @@ func openGPU(ordinal int, pciBusID string, fp32Pedantic bool, cacheDir string, l
 	}
 	var dev cu.Device
 	if pciBusID != "" {
-		dev, err = drv.DeviceByPCIBusID(pciBusID)
+		if dev, err = drv.DeviceByPCIBusID(pciBusID); err != nil {
+			// NVML's and CUDA's spellings of a bus id have differed before;
+			// the ordinal names the same GPU unless CUDA_DEVICE_ORDER reorders.
+			log.Warn("cuda: device by PCI bus id failed, using the ordinal", "pci_bus_id", pciBusID, "ordinal", ordinal, "err", err)
+			dev, err = drv.Device(ordinal)
+		}
 	} else {
 		dev, err = drv.Device(ordinal)
 	}
