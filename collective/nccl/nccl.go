@@ -80,7 +80,10 @@ func New(ctx context.Context, boot collective.Communicator, opts Options) (*Comm
 	}
 	var dev cu.Device
 	if opts.PCIBusID != "" {
-		dev, err = drv.DeviceByPCIBusID(opts.PCIBusID)
+		if dev, err = drv.DeviceByPCIBusID(opts.PCIBusID); err != nil {
+			opts.Logger.Warn("nccl: device by PCI bus id failed, using the ordinal", "pci_bus_id", opts.PCIBusID, "ordinal", opts.Ordinal, "err", err)
+			dev, err = drv.Device(opts.Ordinal)
+		}
 	} else {
 		dev, err = drv.Device(opts.Ordinal)
 	}
