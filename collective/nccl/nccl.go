@@ -6,7 +6,9 @@
 //
 // Buffers: a slice from the CUDA backend's Alloc (managed memory) is used in
 // place when Options.Buffers recognises it; any other slice is copied to a
-// device buffer and back. Calls are synchronous (they return when buf holds
+// device buffer and back. NCCL runs on its own stream: buffers must be
+// complete when a call starts (the model synchronises before each
+// grad-ready hook). Calls are synchronous (they return when buf holds
 // the result) and honour their context: cancellation or a failure inside
 // NCCL aborts the communicator (ncclCommAbort) and returns an error wrapping
 // collective.ErrPeerLost, as the TCP ring does.
@@ -39,9 +41,12 @@ type Options struct {
 	PCIBusID string
 	// Buffers recognises slices already on the device; nil stages every call.
 	Buffers Resolver
-	// BeforeCollective runs before each operation; pass the backend's
-	// Synchronize so that NCCL reads gradients the backend's stream has
-	// finished writing.
+	// BeforeCollective, when set, runs before each operation on the calling
+	// goroutine, to make sure the buffers' producers have finished. Leave
+	// it nil for gradients from the model: it synchronises its backend
+	// before each grad-ready hook. Never pass the backend's Synchronize when
+	// collectives run on another goroutine than the backend's ops (the
+	// bucket reducer's): a Backend is not safe for concurrent use.
 	BeforeCollective func() error
 	// Logger receives start-up events; nil discards them.
 	Logger *slog.Logger
