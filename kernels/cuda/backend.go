@@ -148,6 +148,13 @@ func Open(opts Options) (*Backend, error) {
 		return nil, err
 	}
 	b.async, b.hostMemory = opts.Async, opts.HostMemory
+	if !g.info().ConcurrentManagedAccess && !b.hostMemory {
+		// Without concurrent managed access the host may not touch managed
+		// memory while any kernel runs (the bucket reducer would), so use
+		// host memory and stage it.
+		log.Warn("cuda: the device lacks concurrent managed access; using host memory with staging")
+		b.hostMemory = true
+	}
 	log.Info("cuda backend open", "backend", b.String(), "async", b.async, "managed_memory", !b.hostMemory)
 	return b, nil
 }
