@@ -170,8 +170,13 @@ bench() {
 		record "$name" ok "$ms ms" "$(mfu "$gf")"
 		echo "$ms" >"$WORK/$name.ms"
 	else
+		local rc=$?
 		cat "$WORK/$name.err"
-		fail "$name" "" "$(tail -1 "$WORK/$name.err" | cut -c1-80)"
+		if [ "$rc" = 124 ]; then
+			fail "$name" "" "timed out after 150 s"
+		else
+			fail "$name" "" "$(tail -1 "$WORK/$name.err" | cut -c1-80)"
+		fi
 	fi
 }
 
