@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/fmtrain/fmtrain/collective"
 	"github.com/fmtrain/fmtrain/coordinator/api"
 )
 
@@ -28,6 +29,18 @@ func fatal(err error) error {
 	return &fatalError{err}
 }
 
+// lostPeer names the worker a collective failure lost (from the ring's
+// PeerLostError and the assignment's rank order), so the coordinator can
+// declare it lost after a few missed heartbeats instead of the whole
+// timeout; "" when the error names no peer.
+func lostPeer(err error, a *api.Assignment) string {
+	var pl *collective.PeerLostError
+	if !errors.As(err, &pl) || pl.Peer < 0 || pl.Peer >= len(a.Workers) || pl.Peer == a.Rank {
+		return ""
+	}
+	return a.Workers[pl.Peer]
+}
+
 func isFatal(err error) bool {
 	var f *fatalError
 	return errors.As(err, &f)
@@ -49,6 +62,7 @@ func (w *Worker) reportEnd(ctx context.Context, r genResult) {
 		return // the worker itself is going away
 	default:
 		rep.Kind, rep.Error, rep.Fatal = api.ReportFailed, r.err.Error(), isFatal(r.err)
+		rep.LostPeer = lostPeer(r.err, r.a)
 		w.log().Warn("generation failed", "job", r.a.JobID, "generation", r.a.Generation, "step", r.step, "fatal", rep.Fatal, "err", r.err)
 	}
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -89,6 +90,10 @@ type Worker struct {
 	phase atomic.Int32 // Phase, for Phase()
 	step  atomic.Int64 // last completed step of the running generation
 
+	// incarnation identifies this run of the worker (a retried
+	// registration of the same run is a no-op at the coordinator).
+	incarnation string
+
 	// set up by Run before the first generation
 	device     devices.Device
 	ep         *collective.Endpoint
@@ -119,7 +124,8 @@ func New(opts Options) (*Worker, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	w := &Worker{opts: opts, ready: make(chan struct{}), drain: make(chan struct{}), done: make(chan struct{})}
+	w := &Worker{opts: opts, ready: make(chan struct{}), drain: make(chan struct{}), done: make(chan struct{}),
+		incarnation: rand.Text()}
 	w.phase.Store(int32(PhaseRegistering))
 	return w, nil
 }
@@ -375,7 +381,7 @@ func (w *Worker) register(ctx context.Context) (time.Duration, error) {
 	hn, _ := os.Hostname()
 	req := api.RegisterRequest{
 		WorkerID: w.opts.ID, Host: hn, Device: w.device.String(),
-		CollectiveAddr: w.advertised, HTTPAddr: w.opts.HTTPAddr,
+		CollectiveAddr: w.advertised, HTTPAddr: w.opts.HTTPAddr, Incarnation: w.incarnation,
 	}
 	if w.device.GPU != nil {
 		req.DeviceName = w.device.GPU.Name

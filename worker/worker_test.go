@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -44,6 +45,9 @@ func newMemCoordinator(job, spec string, world int) *memCoordinator {
 func (c *memCoordinator) Register(_ context.Context, req api.RegisterRequest) (*api.RegisterResponse, error) {
 	if err := req.Validate(); err != nil {
 		return nil, err
+	}
+	if req.Incarnation == "" {
+		return nil, fmt.Errorf("worker %s registered without an incarnation", req.WorkerID)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -199,15 +203,12 @@ func TestWorkersTrainAJobToTheEnd(t *testing.T) {
 	defer cancel()
 	ws := startWorkers(t, ctx, coord, s, 2)
 
-	waitFor(t, 60*time.Second, "both ranks to report finished", func() bool {
+	// Every rank reports finished, unless the coordinator withdrew the job
+	// (after the first report) before the rank's training returned.
+	waitFor(t, 60*time.Second, "a finished report and both workers idle", func() bool {
 		reports, _ := coord.snapshot()
-		n := 0
-		for _, r := range reports {
-			if r.Kind == api.ReportFinished {
-				n++
-			}
-		}
-		return n == 2
+		finished := slices.ContainsFunc(reports, func(r api.Report) bool { return r.Kind == api.ReportFinished })
+		return finished && ws[0].w.Phase() == PhaseIdle && ws[1].w.Phase() == PhaseIdle
 	})
 	shutdown(t, ws)
 
@@ -301,8 +302,8 @@ func TestDrainEndsTheGenerationAndThePeerReportsIt(t *testing.T) {
 	if ck.Kind != api.ReportCheckpoint || ck.WorkerID != r0.w.ID() || ck.Step != stopped || ck.Checkpoint.SamplesSeen != stopped*4 {
 		t.Errorf("first report %+v: want rank 0's checkpoint of step %d, where it stopped", ck, stopped)
 	}
-	if fail.Kind != api.ReportFailed || fail.WorkerID != r1.w.ID() || fail.Fatal || !strings.Contains(fail.Error, "peer lost") {
-		t.Errorf("second report %+v: want a non-fatal peer-lost failure from rank 1", fail)
+	if fail.Kind != api.ReportFailed || fail.WorkerID != r1.w.ID() || fail.Fatal || !strings.Contains(fail.Error, "peer lost") || fail.LostPeer != r0.w.ID() {
+		t.Errorf("second report %+v: want a non-fatal peer-lost failure from rank 1 naming %s as the lost peer", fail, r0.w.ID())
 	}
 	if len(left) != 1 || left[0] != r0.w.ID() {
 		t.Errorf("left = %v, want [%s]", left, r0.w.ID())
