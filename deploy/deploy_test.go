@@ -1,5 +1,6 @@
 // Package deploy_test checks the deployment files that are not Go: the Slurm
-// batch script and the shell scripts with `bash -n` and shellcheck, and the
+// batch script, the shell scripts and the Slurm stand-ins of the multi-host
+// test with `bash -n` and shellcheck, and the
 // systemd units with `systemd-analyze verify`. The tools come from Debian
 // (`apt-get install shellcheck systemd`; .ci/run installs shellcheck).
 package deploy_test
@@ -31,7 +32,8 @@ func shellScripts(t *testing.T) []string {
 		if err != nil {
 			return err
 		}
-		if !d.IsDir() && (strings.HasSuffix(p, ".sh") || strings.HasSuffix(p, ".sbatch")) {
+		stub := filepath.Base(filepath.Dir(p)) == "slurmstub" // srun and scontrol stand-ins
+		if !d.IsDir() && (strings.HasSuffix(p, ".sh") || strings.HasSuffix(p, ".sbatch") || stub) {
 			files = append(files, p)
 		}
 		return nil
