@@ -4,7 +4,8 @@
 #   make images          static binaries + FROM-scratch images (no registry needed)
 #   make cluster-up      etcd, NATS, 3 coordinators, 3 CPU workers on one Docker host
 #   make cluster-down    stop and remove them, volumes included
-#   make test-multihost  the fault tests across those containers (skipped without Docker)
+#   make test-multihost  the fault tests across those containers, and the Slurm
+#                        script run for real with srun/scontrol stand-ins (skipped without Docker)
 #   make images-clean    remove the images
 
 DEPLOY_BIN      := $(BIN)/deploy
