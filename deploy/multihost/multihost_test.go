@@ -4,7 +4,7 @@
 // cluster of deploy/docker (etcd, NATS, three raft coordinators, three CPU
 // workers, each a container with its own address on a private network). A
 // tiny job is submitted with fmctl from this host, and while it trains one
-// fault is injected: a worker stopped, the rank-0 worker killed, the raft
+// fault is injected: a worker stopped, rank 0 stopped, rank 0 killed, the raft
 // leader stopped, a worker cut off the network for longer than the heartbeat
 // timeout, etcd restarted.
 // After each the job must finish at exactly max_steps, having consumed
@@ -88,6 +88,9 @@ type fault struct {
 	// it the job must run to the end in its first generation: a new raft
 	// leader or an etcd restart is no reason to stop training.
 	reforms bool
+	// lossless: the new generation must resume from a checkpoint at or
+	// after the step the fault hit (a draining rank 0 checkpoints first).
+	lossless bool
 }
 
 // reformed: a later generation is running and has made progress.
@@ -103,13 +106,20 @@ func advancing(_ *cluster, at, now *api.JobStatus) bool {
 
 var faults = []fault{
 	{
-		name: "worker-stopped",
-		inject: func(c *cluster, _ *api.JobStatus) func() {
-			c.docker("stop", c.container("worker-1"))
-			return func() { c.docker("start", c.container("worker-1")) }
-		},
+		// Not rank 0: the survivors resume from the last periodic checkpoint.
+		name:      "worker-stopped",
+		inject:    stopRank(1),
 		recovered: reformed,
 		reforms:   true,
+	},
+	{
+		// Rank 0 drains: it checkpoints the step it stopped at, and the
+		// survivors resume from there.
+		name:      "rank0-stopped",
+		inject:    stopRank(0),
+		recovered: reformed,
+		reforms:   true,
+		lossless:  true,
 	},
 	{
 		// Node loss: rank 0 (the checkpoint writer) dies without a word.
@@ -181,6 +191,20 @@ var faults = []fault{
 		recovered: advancing,
 		reforms:   false,
 	},
+}
+
+// stopRank stops (SIGTERM, then the worker drains) the worker holding rank r
+// at the time of the fault, and starts it again afterwards.
+func stopRank(r int) func(c *cluster, at *api.JobStatus) func() {
+	return func(c *cluster, at *api.JobStatus) func() {
+		if len(at.Workers) <= r {
+			c.t.Fatalf("status names workers %v: no rank %d", at.Workers, r)
+		}
+		w := at.Workers[r]
+		c.t.Logf("rank %d is %s; stopping it", r, w)
+		c.docker("stop", c.container(w))
+		return func() { c.docker("start", c.container(w)) }
+	}
 }
 
 type result struct {
@@ -258,6 +282,9 @@ func runScenario(t *testing.T, c *cluster, f fault) result {
 		}
 		if f.recovered(c, at, st) {
 			recovery = time.Since(t0)
+			if f.lossless && st.State == api.JobRunning && (st.LastCheckpoint == nil || st.LastCheckpoint.Step < at.Step) {
+				t.Errorf("after %s at step %d the job resumed from checkpoint %+v: steps were lost", f.name, at.Step, st.LastCheckpoint)
+			}
 			t.Logf("recovered from %s in %v: %s at step %d, generation %d, workers %v",
 				f.name, recovery.Round(time.Millisecond), st.State, st.Step, st.Generation, st.Workers)
 			return true
