@@ -12,6 +12,7 @@ import (
 
 	"github.com/fmtrain/fmtrain/coordinator/api"
 	"github.com/fmtrain/fmtrain/coordinator/jobstore"
+	"github.com/fmtrain/fmtrain/services"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -345,4 +346,64 @@ func TestLostPeerFastPath(t *testing.T) {
 	if slices.Contains(st.Workers, "c") {
 		t.Fatalf("status %+v", st)
 	}
+}
+
+// TestEtcdRestart: while etcd is down the coordinator keeps deciding; when
+// etcd is back (same data, same port) the statuses it decided meanwhile
+// reach etcd promptly.
+func TestEtcdRestart(t *testing.T) {
+	dir, port := t.TempDir(), freePorts(t, 1)[0]
+	startAt := func() *services.Etcd {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		e, err := services.StartEtcd(ctx, services.Options{Dir: dir, Port: port, Fast: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	e := startAt()
+	cli, err := NewEtcdClient(e.Endpoints())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	n, err := New(Options{ID: "solo", InMemory: true, Etcd: cli, HeartbeatInterval: testHeartbeatInterval,
+		HeartbeatTimeout: testHeartbeatTimeout, TuneRaft: fastRaft, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = n.Run(ctx) }()
+	defer cancel()
+	<-n.Ready()
+	w := newSimWorker(t, "w", n.Addr())
+	go w.run(ctx, t)
+	if _, err := jobstore.Submit(ctx, cli, "er", testSpec("er", 1, 1, 4, 4, 100)); err != nil {
+		t.Fatal(err)
+	}
+	waitStatus(t, cli, "er", 10*time.Second, "running", func(s *api.JobStatus) bool { return s.State == api.JobRunning })
+	checkFor(t, 10*time.Second, "worker holds the job", func() error { return sameGeneration([]*simWorker{w}, "er", 1) })
+
+	t0 := time.Now()
+	e.Close() // with the coordinator's watch open this waits etcd's request timeout (5 s)
+	t.Logf("etcd stopped in %v", time.Since(t0).Round(time.Millisecond))
+	if r := w.report(t, api.ReportCheckpoint, 10, nil); !r.Accepted {
+		t.Fatal("checkpoint not accepted while etcd is down")
+	}
+	time.Sleep(2 * time.Second) // the executor fails against the stopped etcd meanwhile
+	t0 = time.Now()
+	e = startAt()
+	t.Logf("etcd restarted in %v", time.Since(t0))
+	back := time.Now()
+	waitStatus(t, cli, "er", 15*time.Second, "checkpoint in etcd after the restart", func(s *api.JobStatus) bool {
+		return s.LastCheckpoint != nil && s.LastCheckpoint.Step == 10
+	})
+	t.Logf("status reached etcd %v after it restarted", time.Since(back).Round(time.Millisecond))
+	// Stop the clients first: etcd waits for open watches when it closes.
+	cancel()
+	<-done
+	cli.Close()
+	e.Close()
 }

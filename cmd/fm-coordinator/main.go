@@ -22,7 +22,6 @@ import (
 
 	"github.com/fmtrain/fmtrain/coordinator"
 	"github.com/nats-io/nats.go"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func main() {
@@ -129,9 +128,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			advertise = p.RaftAddr
 		}
 	}
-	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(o.etcdEndpoints, ","), DialTimeout: 5 * time.Second})
+	cli, err := coordinator.NewEtcdClient(strings.Split(o.etcdEndpoints, ","))
 	if err != nil {
-		return fmt.Errorf("etcd client for %s: %w", o.etcdEndpoints, err)
+		return err
 	}
 	defer cli.Close()
 	var nc *nats.Conn
