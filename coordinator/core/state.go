@@ -19,10 +19,17 @@ type Config struct {
 	// before the job fails (the restart budget of dependencies.md §6.7, kept
 	// per job in the coordinator so no worker can bypass it).
 	MaxRestarts int `json:"max_restarts"`
+	// KeepEnded is how many ended (finished, failed, cancelled) jobs the
+	// state remembers; older ones are forgotten (their specs and final
+	// statuses stay in etcd), so the state and its snapshots stay small.
+	KeepEnded int `json:"keep_ended"`
 }
 
-// DefaultMaxRestarts is Config.MaxRestarts when it is zero.
-const DefaultMaxRestarts = 20
+// Defaults for a zero Config.
+const (
+	DefaultMaxRestarts = 20
+	DefaultKeepEnded   = 1000
+)
 
 // Worker is a registered worker.
 type Worker struct {
@@ -90,6 +97,9 @@ type State struct {
 func NewState(cfg Config) *State {
 	if cfg.MaxRestarts <= 0 {
 		cfg.MaxRestarts = DefaultMaxRestarts
+	}
+	if cfg.KeepEnded <= 0 {
+		cfg.KeepEnded = DefaultKeepEnded
 	}
 	return &State{Config: cfg, Jobs: map[string]*Job{}, Workers: map[string]*Worker{}, Coordinators: map[string]string{}}
 }
@@ -165,6 +175,7 @@ func (s *State) Step(ev Event) []Action {
 	}
 	if at := eventTime(ev); !at.IsZero() {
 		s.schedule(at)
+		s.forgetEnded()
 	}
 	out := s.out
 	s.out = nil
@@ -389,6 +400,31 @@ func (s *State) release(j *Job) {
 			w.Job = ""
 		}
 	}
+}
+
+// forgetEnded drops the oldest ended jobs beyond Config.KeepEnded. Should
+// etcd be relisted later, their terminal statuses keep them from running
+// again (JobSubmitted.Previous).
+func (s *State) forgetEnded() {
+	ended := 0
+	for _, id := range s.Order {
+		if s.Jobs[id].State.Terminal() {
+			ended++
+		}
+	}
+	if ended <= s.Config.KeepEnded {
+		return
+	}
+	keep := s.Order[:0:0]
+	for _, id := range s.Order {
+		if ended > s.Config.KeepEnded && s.Jobs[id].State.Terminal() {
+			delete(s.Jobs, id)
+			ended--
+			continue
+		}
+		keep = append(keep, id)
+	}
+	s.Order = keep
 }
 
 // schedule forms every generation that can form now: first for jobs that

@@ -338,3 +338,21 @@ func TestRegisterRetryKeepsTheGeneration(t *testing.T) {
 		t.Fatalf("a restarted worker did not end its generation: %+v", j)
 	}
 }
+
+func TestForgetEndedJobs(t *testing.T) {
+	s := NewState(Config{KeepEnded: 2})
+	for i, id := range []string{"j1", "j2", "j3", "j4"} {
+		s.Step(JobSubmitted{JobID: id, Spec: testSpec(id, 1, 1, 4, 4, 10, "cpu"), Revision: int64(i + 1), At: at(i)})
+	}
+	s.Step(reg("a", 5))
+	// j1 runs on a; cancel j2 and j3 while they wait, then finish j1.
+	s.Step(JobCancelled{JobID: "j2", Revision: 6, At: at(6)})
+	s.Step(JobCancelled{JobID: "j3", Revision: 7, At: at(7)})
+	s.Step(rep("a", "j1", 1, api.ReportFinished, 10, 8))
+	if _, ok := s.Jobs["j1"]; ok {
+		t.Fatal("the oldest ended job is still remembered")
+	}
+	if !slices.Equal(s.Order, []string{"j2", "j3", "j4"}) || s.Jobs["j4"].State != api.JobRunning {
+		t.Fatalf("order %v, j4 %s", s.Order, s.Jobs["j4"].State)
+	}
+}
