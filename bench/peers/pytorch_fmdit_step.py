@@ -193,7 +193,11 @@ def bench(name, steps, warmup, seed):
     t = torch.rand(B) * 1000
     target = torch.randn_like(x)
     times, losses = [], []
+    cpu0 = 0.0
     for i in range(warmup + steps):
+        if i == warmup:
+            ru = resource.getrusage(resource.RUSAGE_SELF)
+            cpu0 = ru.ru_utime + ru.ru_stime
         t0 = time.perf_counter()
         out = model(x, t, txt)
         loss = F.mse_loss(out, target)
@@ -204,13 +208,15 @@ def bench(name, steps, warmup, seed):
         losses.append(loss.item())
         if i >= warmup:
             times.append(elapsed * 1e3)
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_ms = (ru.ru_utime + ru.ru_stime - cpu0) * 1e3 / steps
     N = (Fr // pt) * (H // p) * (W // p)
     gflop = step_flops(cin, cin, p, pt, d, depth, ratio, dt, B, N, S) / 1e9
     med = statistics.median(times)
     return {
         "config": name, "median_step_ms": med, "gflops": gflop / (med / 1e3),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "steps_ms": times, "warmup": warmup, "step_gflop": gflop,
+        "steps_ms": times, "warmup": warmup, "cpu_ms_per_step": cpu_ms, "step_gflop": gflop,
         "params": sum(q.numel() for q in model.parameters()),
         "backend": "pytorch %s, %d threads" % (torch.__version__, torch.get_num_threads()),
         "first_loss": losses[0], "last_loss": losses[-1],

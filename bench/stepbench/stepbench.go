@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/fmtrain/fmtrain/kernels"
@@ -90,8 +91,11 @@ type Result struct {
 	Backend      string    `json:"backend"`
 	GEMMKernel   string    `json:"gemm_kernel,omitempty"`
 	Workers      int       `json:"workers,omitempty"`
-	FirstLoss    float64   `json:"first_loss"`
-	LastLoss     float64   `json:"last_loss"`
+	// CPUMSPerStep is the process's user+system CPU time per timed step:
+	// on a shared machine it moves less than the wall time.
+	CPUMSPerStep float64 `json:"cpu_ms_per_step"`
+	FirstLoss    float64 `json:"first_loss"`
+	LastLoss     float64 `json:"last_loss"`
 }
 
 // Run builds the model with DiT initialisation, synthesises one batch
@@ -144,7 +148,13 @@ func Run(ctx context.Context, c Config, opts Options) (Result, error) {
 	if cpu, ok := be.(*kernels.CPU); ok {
 		res.GEMMKernel, res.Workers = cpu.GEMMKernel(), cpu.Workers()
 	}
+	var cpuStart float64
 	for i := 0; i < opts.Warmup+opts.Steps; i++ {
+		if i == opts.Warmup {
+			if cpuStart, err = cpuSeconds(); err != nil {
+				return Result{}, err
+			}
+		}
 		if err := ctx.Err(); err != nil {
 			return Result{}, err
 		}
@@ -172,6 +182,11 @@ func Run(ctx context.Context, c Config, opts Options) (Result, error) {
 			res.StepsMS = append(res.StepsMS, float64(elapsed.Microseconds())/1e3)
 		}
 	}
+	cpuEnd, err := cpuSeconds()
+	if err != nil {
+		return Result{}, err
+	}
+	res.CPUMSPerStep = (cpuEnd - cpuStart) * 1e3 / float64(opts.Steps)
 	res.MedianStepMS = median(res.StepsMS)
 	res.GFLOPS = res.StepGFLOP / (res.MedianStepMS / 1e3)
 	res.PeakRSSMB, err = PeakRSSMB()
@@ -192,6 +207,15 @@ func median(v []float64) float64 {
 		return s[n/2]
 	}
 	return (s[n/2-1] + s[n/2]) / 2
+}
+
+// cpuSeconds is the process's user+system CPU time so far.
+func cpuSeconds() (float64, error) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0, fmt.Errorf("stepbench: getrusage: %w", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds(), nil
 }
 
 // PeakRSSMB is the process's peak resident set (VmHWM) in MiB, the figure

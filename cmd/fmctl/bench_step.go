@@ -46,8 +46,8 @@ func newBenchStepCmd() *cobra.Command {
 			}
 			fmt.Fprintf(out, "%s: median step %.1f ms over %d steps (after %d warm-up), %.1f GFLOP/s (%.2f GFLOP/step), peak RSS %.0f MiB\n",
 				res.Config, res.MedianStepMS, len(res.StepsMS), res.Warmup, res.GFLOPS, res.StepGFLOP, res.PeakRSSMB)
-			fmt.Fprintf(out, "backend %s, GEMM %s, %d workers, %d parameters, loss %.4f → %.4f\n",
-				res.Backend, res.GEMMKernel, res.Workers, res.Params, res.FirstLoss, res.LastLoss)
+			fmt.Fprintf(out, "CPU time %.1f ms/step; backend %s, GEMM %s, %d workers, %d parameters, loss %.4f → %.4f\n",
+				res.CPUMSPerStep, res.Backend, res.GEMMKernel, res.Workers, res.Params, res.FirstLoss, res.LastLoss)
 			return nil
 		},
 	}
