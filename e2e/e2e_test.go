@@ -259,7 +259,7 @@ func TestKillAndRestartWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	gen3, workers := generationAt(t, ctx, c, "elastic", 3, 15)
+	gen3, workers := generationAt(t, ctx, c, "elastic", 3, 17)
 	victim := workers[len(workers)-1]
 	events := make(chan *telemetry.Event, 1000)
 	go func() {
@@ -302,6 +302,20 @@ func TestKillAndRestartWorker(t *testing.T) {
 	}
 	if first.WorldSize != 2 {
 		t.Errorf("generation after the kill has world size %d, want 2", first.WorldSize)
+	}
+	// Rank 0 checkpointed the last step it completed before the loss was
+	// noticed, so the new generation resumes there: no step is lost.
+	_, gensBefore, _ := rank0Steps(t, c, "elastic")
+	var lastBefore int64
+	for s, g := range gensBefore {
+		if g == gen3 && s > lastBefore {
+			lastBefore = s
+		}
+	}
+	if resumed := first.Step - 1; resumed < lastBefore || resumed > lastBefore+1 {
+		t.Errorf("generation %d resumed from step %d; rank 0 had logged step %d in generation %d: steps were lost", first.Generation, resumed, lastBefore, gen3)
+	} else {
+		t.Logf("rank 0 logged step %d before the kill was noticed; generation %d resumed from step %d", lastBefore, first.Generation, resumed)
 	}
 
 	// Restart the killed worker: it rejoins at the next generation.

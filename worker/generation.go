@@ -103,9 +103,12 @@ func (w *Worker) runGeneration(ctx context.Context, a *api.Assignment, stop <-ch
 		return classify(err)
 	}
 	res, err := tr.Run(ctx)
-	if errors.Is(err, train.ErrStopped) {
-		g.saveOnDrain(ctx, tr, res)
+	switch {
+	case errors.Is(err, train.ErrStopped):
+		g.saveLastStep(ctx, tr, res)
 		return errStopped
+	case errors.Is(err, collective.ErrPeerLost) && ctx.Err() == nil:
+		g.saveLastStep(ctx, tr, res)
 	}
 	if err != nil {
 		return classify(err)
@@ -113,12 +116,13 @@ func (w *Worker) runGeneration(ctx context.Context, a *api.Assignment, stop <-ch
 	return nil
 }
 
-// saveOnDrain makes a drain lose no steps: rank 0, stopped at a step
-// boundary, writes a checkpoint of that step (unless it just wrote one) and
-// reports it, so the job re-forms from exactly where this worker left. The
-// weights and optimizer state are identical on every rank after a step, so
-// rank 0's are the job's.
-func (g *generation) saveOnDrain(ctx context.Context, tr *train.Trainer, res *train.Result) {
+// saveLastStep makes a drain or a lost peer cost no steps: rank 0 writes
+// a checkpoint of the last step it completed (unless it just wrote one)
+// and reports it, so the job re-forms from exactly there. Rank 0's state is
+// that step's: the weights and optimizer state are identical on every rank
+// after a step, and a failed gradient all-reduce returns before the
+// optimizer runs.
+func (g *generation) saveLastStep(ctx context.Context, tr *train.Trainer, res *train.Result) {
 	if g.a.Rank != 0 || !g.spec.Checkpoint.Enabled || res == nil || res.Step == 0 {
 		return
 	}
@@ -129,7 +133,7 @@ func (g *generation) saveOnDrain(ctx context.Context, tr *train.Trainer, res *tr
 	}
 	path, err := tr.Save(ctx)
 	if err != nil {
-		g.log.Warn("drain: writing a checkpoint of the last step failed; the job resumes from the previous one", "step", res.Step, "err", err)
+		g.log.Warn("writing a checkpoint of the last step failed; the job resumes from the previous one", "step", res.Step, "err", err)
 		return
 	}
 	g.report(ctx, path)
