@@ -45,3 +45,7 @@ func at(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
 func worker(id string) api.RegisterRequest {
 	return api.RegisterRequest{WorkerID: id, Host: "h", Device: "cpu", CollectiveAddr: id + ":7100"}
 }
+
+func stopped(w, job string, gen uint64, sec int) MemberStopped {
+	return MemberStopped{JobID: job, Generation: gen, WorkerID: w, At: at(sec)}
+}

@@ -290,10 +290,12 @@ func (s *State) lose(id, reason string, at time.Time) {
 		Step: j.Step, Worker: id, Rank: &rank, Error: reason})
 	switch j.State {
 	case api.JobRunning:
-		// The other members are alive (they heartbeat): re-form at once.
+		// The others stop first (told by their next heartbeat), so what they
+		// still report — rank 0's checkpoint of its last complete step —
+		// is what the next generation resumes from.
 		s.endGeneration(j, fmt.Sprintf("generation %d lost worker %s: %s", j.Generation, id, reason), at)
 		if j.State == api.JobReforming {
-			j.Stopped = slices.Clone(j.Members)
+			j.Stopped = []string{id}
 		}
 	case api.JobReforming:
 		if !slices.Contains(j.Stopped, id) {

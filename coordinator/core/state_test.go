@@ -72,12 +72,20 @@ func TestGenerationForming(t *testing.T) {
 		{"join at the checkpoint", []Event{submit("j", 2, 3, 12, 2, 0), reg("a", 1), reg("b", 2),
 			rep("a", "j", 1, api.ReportProgress, 5, 3), reg("c", 4), rep("a", "j", 1, api.ReportCheckpoint, 10, 5)},
 			"j", api.JobRunning, 2, []string{"a", "b", "c"}, 2, 10},
-		{"lost member re-forms from the checkpoint", []Event{submit("j", 2, 3, 12, 2, 0), reg("a", 1), reg("b", 2), reg("c", 3),
+		{"lost member: the others stop first", []Event{submit("j", 2, 3, 12, 2, 0), reg("a", 1), reg("b", 2), reg("c", 3),
 			rep("a", "j", 2, api.ReportCheckpoint, 10, 4), rep("a", "j", 2, api.ReportProgress, 15, 5),
 			WorkerLost{WorkerID: "b", Reason: "missed heartbeats", At: at(6)}},
+			"j", api.JobReforming, 2, []string{"a", "b", "c"}, 2, 0},
+		{"lost member re-forms from the checkpoint", []Event{submit("j", 2, 3, 12, 2, 0), reg("a", 1), reg("b", 2), reg("c", 3),
+			rep("a", "j", 2, api.ReportCheckpoint, 10, 4), rep("a", "j", 2, api.ReportProgress, 15, 5),
+			WorkerLost{WorkerID: "b", Reason: "missed heartbeats", At: at(6)}, stopped("a", "j", 2, 7), stopped("c", "j", 2, 7)},
 			"j", api.JobRunning, 3, []string{"a", "c"}, 3, 10},
+		{"checkpoint written after a loss is resumed from", []Event{submit("j", 2, 3, 12, 2, 0), reg("a", 1), reg("b", 2), reg("c", 3),
+			rep("a", "j", 2, api.ReportCheckpoint, 10, 4), WorkerLost{WorkerID: "b", Reason: "left", At: at(5)},
+			rep("a", "j", 2, api.ReportCheckpoint, 13, 6), rep("a", "j", 2, api.ReportFailed, 0, 6), stopped("c", "j", 2, 7)},
+			"j", api.JobRunning, 3, []string{"a", "c"}, 3, 13},
 		{"too few survivors: pending", []Event{submit("j", 2, 3, 12, 2, 0), reg("a", 1), reg("b", 2),
-			WorkerLost{WorkerID: "b", Reason: "left", At: at(3)}},
+			WorkerLost{WorkerID: "b", Reason: "left", At: at(3)}, stopped("a", "j", 1, 4)},
 			"j", api.JobPending, 1, []string{"a", "b"}, 3, 0},
 		{"failure report waits for every member", []Event{submit("j", 2, 3, 12, 2, 0), reg("a", 1), reg("b", 2), reg("c", 3),
 			rep("a", "j", 2, api.ReportFailed, 0, 4), rep("c", "j", 2, api.ReportFailed, 0, 4)},
@@ -90,7 +98,7 @@ func TestGenerationForming(t *testing.T) {
 			rep("a", "j", 2, api.ReportFailed, 0, 4), ReformDue{JobID: "j", Generation: 2, At: at(7)}},
 			"j", api.JobRunning, 3, []string{"a", "b", "c"}, 2, 0},
 		{"restarted worker rejoins", []Event{submit("j", 2, 3, 12, 2, 0), reg("a", 1), reg("b", 2), reg("c", 3),
-			reg("b", 5)},
+			reg("b", 5), stopped("a", "j", 2, 6), stopped("c", "j", 2, 6)},
 			"j", api.JobRunning, 3, []string{"a", "c", "b"}, 2, 0},
 		{"fatal failure fails the job", []Event{submit("j", 2, 3, 12, 2, 0), reg("a", 1), reg("b", 2),
 			Reported{Report: api.Report{WorkerID: "b", JobID: "j", Generation: 1, Kind: api.ReportFailed, Error: "corrupt shard", Fatal: true}, At: at(3)}},
@@ -137,7 +145,7 @@ func checkInvariants(t *testing.T, s *State) {
 				t.Errorf("worker %s is in jobs %s and %s", m, o, id)
 			}
 			owner[m] = id
-			if w := s.Workers[m]; w == nil || w.Job != id {
+			if w := s.Workers[m]; (w == nil && j.State == api.JobRunning) || (w != nil && w.Job != id) {
 				t.Errorf("job %s member %s is not registered to it: %+v", id, m, w)
 			}
 		}
@@ -226,6 +234,11 @@ func TestAssignment(t *testing.T) {
 	s, _ := run(t, submit("j", 2, 3, 12, 2, 0), reg("a", 1), reg("b", 2), reg("c", 3),
 		rep("a", "j", 2, api.ReportCheckpoint, 10, 4),
 		WorkerLost{WorkerID: "a", Reason: "missed heartbeats", At: at(5)})
+	if a, _ := s.Assignment("c"); a != nil {
+		t.Fatalf("while the job re-forms c is assigned %+v; want nothing (stop)", a)
+	}
+	s.Step(stopped("b", "j", 2, 6))
+	s.Step(stopped("c", "j", 2, 6))
 	got, known := s.Assignment("c")
 	if !known {
 		t.Fatal("c unknown")
