@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"path/filepath"
 	"time"
 
 	"github.com/fmtrain/fmtrain/checkpoint"
@@ -101,7 +102,13 @@ type Metrics struct {
 // CheckpointInfo describes a checkpoint step.
 type CheckpointInfo struct {
 	Step int64
-	Path string // the written checkpoint ("" on ranks that do not write)
+	// DataPosition is the global samples consumed up to Step (where the
+	// next step starts reading).
+	DataPosition int64
+	Path         string // the written checkpoint ("" on ranks that do not write)
+	// Checksum is the checkpoint header's checksum ("" on ranks that do not
+	// write); the header in turn holds every file's SHA-256.
+	Checksum string
 }
 
 // Result is the outcome of Run.
@@ -345,13 +352,12 @@ func (t *Trainer) averageLoss(ctx context.Context, m *Metrics) error {
 }
 
 func (t *Trainer) checkpointStep(ctx context.Context) error {
-	info := CheckpointInfo{Step: t.step}
+	info := CheckpointInfo{Step: t.step, DataPosition: t.stepStart(t.step)}
 	if t.opts.WriteCheckpoints {
-		p, err := t.Save(ctx)
-		if err != nil {
+		var err error
+		if info, err = t.SaveCheckpoint(ctx); err != nil {
 			return err
 		}
-		info.Path = p
 	}
 	if t.opts.OnCheckpoint != nil {
 		return t.opts.OnCheckpoint(ctx, info)
@@ -359,7 +365,27 @@ func (t *Trainer) checkpointStep(ctx context.Context) error {
 	return nil
 }
 
-// Save writes a checkpoint of the current state into checkpoint_dir.
+// SaveCheckpoint writes a checkpoint of the state after the last completed
+// step (see Save) and describes it. When that step's checkpoint was already
+// written by this trainer, it is returned as is (a drain right after a
+// scheduled checkpoint writes nothing twice).
+func (t *Trainer) SaveCheckpoint(ctx context.Context) (CheckpointInfo, error) {
+	info := CheckpointInfo{Step: t.step, DataPosition: t.stepStart(t.step)}
+	if st, ok := checkpoint.StepOf(filepath.Base(t.lastCkpt)); !ok || st != t.step {
+		if _, err := t.Save(ctx); err != nil {
+			return info, err
+		}
+	}
+	h, err := checkpoint.ReadHeader(t.lastCkpt)
+	if err != nil {
+		return info, err
+	}
+	info.Path, info.Checksum = t.lastCkpt, h.Checksum
+	return info, nil
+}
+
+// Save writes a checkpoint of the current state into checkpoint_dir and
+// returns its path.
 func (t *Trainer) Save(ctx context.Context) (string, error) {
 	spec, err := t.spec.Marshal()
 	if err != nil {

@@ -117,9 +117,16 @@ func TestResumeIsExact(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ck, err := first.Save(context.Background())
+	info, err := first.SaveCheckpoint(context.Background())
 	if err != nil {
 		t.Fatal(err)
+	}
+	ck := info.Path
+	if info.Step != 7 || info.DataPosition != 56 || len(info.Checksum) != 64 || filepath.Base(ck) != "step_00000007" {
+		t.Fatalf("checkpoint info %+v", info)
+	}
+	if again, err := first.SaveCheckpoint(context.Background()); err != nil || again != info {
+		t.Fatalf("second SaveCheckpoint at the same step: %+v, %v (want the same checkpoint)", again, err)
 	}
 	// A fresh process: new net (other init), same spec, resume from the checkpoint.
 	second := newTrainer(t, Options{Spec: spec, Data: ds, Net: newLinearNet(3, 3, 8, 999), ResumeFrom: ck, WriteCheckpoints: true})
