@@ -27,6 +27,8 @@ type AdamW struct {
 	Beta1, Beta2, Eps, WeightDecay float64
 	M, V                           []float32
 	Step                           int64
+
+	device DeviceAdamW // see OnDevice; nil: the host loop
 }
 
 // NewAdamW returns an AdamW for n parameters with zero moments.
@@ -42,6 +44,9 @@ func (o *AdamW) Update(params, grads []float32, lr float64) error {
 		return fmt.Errorf("optim: AdamW holds %d moments, got %d params and %d grads", len(o.M), len(params), len(grads))
 	}
 	o.Step++
+	if o.device != nil {
+		return o.device.AdamW(params, grads, o.M, o.V, lr, o.Beta1, o.Beta2, o.Eps, o.WeightDecay, o.Step)
+	}
 	t := float64(o.Step)
 	decay := float32(1 - lr*o.WeightDecay)
 	b1, a1 := float32(o.Beta1), float32(1-o.Beta1)

@@ -257,3 +257,49 @@ func TestParallelMatchesSequential(t *testing.T) {
 		t.Fatalf("norm %v on one core, %v on %d", one, many, prev)
 	}
 }
+
+// hostDevice is an in-memory "device": the host loops behind the optional
+// interfaces, counting calls.
+type hostDevice struct{ adamw, sums, scales, allocs int }
+
+func (d *hostDevice) AdamW(params, grads, m, v []float32, lr, beta1, beta2, eps, wd float64, step int64) error {
+	d.adamw++
+	o := &AdamW{Beta1: beta1, Beta2: beta2, Eps: eps, WeightDecay: wd, M: m, V: v, Step: step - 1}
+	return o.Update(params, grads, lr)
+}
+func (d *hostDevice) SumSquares(buf []float32) float64 {
+	d.sums++
+	n := GlobalNorm(buf)
+	return n * n
+}
+func (d *hostDevice) Scale(buf []float32, s float32) {
+	d.scales++
+	for i := range buf {
+		buf[i] *= s
+	}
+}
+func (d *hostDevice) Alloc(n int) []float32 { d.allocs++; return make([]float32, n) }
+
+func TestDevicePath(t *testing.T) {
+	g := loadGolden(t).AdamW[1]
+	p := append([]float32(nil), g.Params0...)
+	o := NewAdamW(len(p), g.Betas[0], g.Betas[1], g.Eps, g.WeightDecay)
+	dev := &hostDevice{}
+	o.OnDevice(dev, dev)
+	for s, gr := range g.Grads {
+		gr = append([]float32(nil), gr...)
+		ClipGradNormOn(dev, gr, 1e9)
+		if err := o.Update(p, gr, g.LRs[s]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if dev.adamw != len(g.Grads) || dev.allocs != 2 || dev.sums != len(g.Grads) {
+		t.Errorf("device calls: %+v", dev)
+	}
+	checkClose(t, "params", p, g.Params, 0)
+	checkClose(t, "m", o.M, g.M, 0)
+	gr := []float32{3, 4}
+	if n := ClipGradNormOn(dev, gr, 1); n != 5 || dev.scales != 1 || math.Abs(float64(gr[0])-0.6) > 1e-6 {
+		t.Errorf("device clip: norm %v grads %v scales %d", n, gr, dev.scales)
+	}
+}

@@ -100,6 +100,10 @@ func BuildNet(s *jobspec.Spec, be kernels.Backend) (*DiT, error) {
 	return NewDiT(s.Model.DiT, be, s.Seed)
 }
 
+// Backend is the kernels backend the model runs on (the trainer looks for
+// optional device capabilities on it).
+func (d *DiT) Backend() kernels.Backend { return d.M.Backend() }
+
 // Params implements Net.
 func (d *DiT) Params() []float32 { return d.M.Params() }
 

@@ -32,6 +32,7 @@ import (
 	"github.com/fmtrain/fmtrain/data"
 	"github.com/fmtrain/fmtrain/flow"
 	"github.com/fmtrain/fmtrain/jobspec"
+	"github.com/fmtrain/fmtrain/kernels"
 	"github.com/fmtrain/fmtrain/optim"
 )
 
@@ -130,6 +131,7 @@ type Trainer struct {
 	data  *data.Loader
 	plan  data.Plan
 	adam  *optim.AdamW
+	norm  optim.DeviceNorm // nil: clip on the host
 	sched optim.Schedule
 	ema   *optim.EMA
 
@@ -181,6 +183,16 @@ func New(ctx context.Context, o Options) (*Trainer, error) {
 	t.data = data.NewLoader(o.Data, s.Seed, s.Data.Shuffle)
 	n := len(o.Net.Params())
 	t.adam = optim.NewAdamW(n, s.Optimizer.Betas[0], s.Optimizer.Betas[1], s.Optimizer.Eps, s.Optimizer.WeightDecay)
+	// A backend that updates where the buffers live (CUDA) does AdamW and
+	// clipping itself; the host loops would drag every buffer to the host.
+	if b, ok := o.Net.(interface{ Backend() kernels.Backend }); ok {
+		be := b.Backend()
+		if dev, ok := be.(optim.DeviceAdamW); ok {
+			alloc, _ := be.(optim.Allocator)
+			t.adam.OnDevice(dev, alloc)
+		}
+		t.norm, _ = be.(optim.DeviceNorm)
+	}
 	if s.EMA.Decay > 0 {
 		t.ema = optim.NewEMA(o.Net.Params(), s.EMA.Decay, int64(s.EMA.StartStep))
 	}
@@ -462,7 +474,7 @@ func (t *Trainer) Step(ctx context.Context) (Metrics, error) {
 			return m, fmt.Errorf("train: step %d: gradient all-reduce: %w", t.step+1, err)
 		}
 	}
-	m.GradNorm = optim.ClipGradNorm(net.Grads(), s.ClipGradNorm.MaxNorm)
+	m.GradNorm = optim.ClipGradNormOn(t.norm, net.Grads(), s.ClipGradNorm.MaxNorm)
 	m.LR = t.sched.LR(int(t.step))
 	if err := t.adam.Update(net.Params(), net.Grads(), m.LR); err != nil {
 		return m, err
