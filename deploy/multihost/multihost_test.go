@@ -106,11 +106,13 @@ func advancing(_ *cluster, at, now *api.JobStatus) bool {
 
 var faults = []fault{
 	{
-		// Not rank 0: the survivors resume from the last periodic checkpoint.
+		// Not rank 0: rank 0 sees the peer go and checkpoints its last
+		// completed step, which the survivors resume from.
 		name:      "worker-stopped",
 		inject:    stopRank(1),
 		recovered: reformed,
 		reforms:   true,
+		lossless:  true,
 	},
 	{
 		// Rank 0 drains: it checkpoints the step it stopped at, and the
