@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"path/filepath"
 	"runtime"
 	"time"
 
-	"github.com/fmtrain/fmtrain/checkpoint"
 	"github.com/fmtrain/fmtrain/collective"
 	"github.com/fmtrain/fmtrain/coordinator/api"
 	"github.com/fmtrain/fmtrain/data"
@@ -126,17 +124,12 @@ func (g *generation) saveLastStep(ctx context.Context, tr *train.Trainer, res *t
 	if g.a.Rank != 0 || !g.spec.Checkpoint.Enabled || res == nil || res.Step == 0 {
 		return
 	}
-	if res.Checkpoint != "" {
-		if step, ok := checkpoint.StepOf(filepath.Base(res.Checkpoint)); ok && step == res.Step {
-			return
-		}
-	}
-	path, err := tr.Save(ctx)
+	info, err := tr.SaveCheckpoint(ctx)
 	if err != nil {
 		g.log.Warn("writing a checkpoint of the last step failed; the job resumes from the previous one", "step", res.Step, "err", err)
 		return
 	}
-	g.report(ctx, path)
+	g.report(ctx, info)
 }
 
 // classify marks an error fatal unless a new generation may fix it: a lost
@@ -215,32 +208,26 @@ func (g *generation) onMetrics(m train.Metrics) {
 // so no rank runs ahead of a checkpoint the others have not seen complete.
 func (g *generation) onCheckpoint(ctx context.Context, info train.CheckpointInfo) error {
 	if g.a.Rank == 0 && info.Path != "" {
-		g.report(ctx, info.Path)
+		g.report(ctx, info)
 	}
 	return g.comm.Barrier(ctx)
 }
 
-// report tells the coordinator about a complete checkpoint, with the
-// checksum and data position its header records. A failed report is logged,
-// not fatal: the coordinator then resumes from an older checkpoint if this
-// generation fails.
-func (g *generation) report(ctx context.Context, path string) {
-	h, err := checkpoint.ReadHeader(path)
-	if err != nil {
-		g.log.Warn("reading the checkpoint just written", "path", path, "err", err)
-		return
-	}
+// report tells the coordinator about a complete checkpoint. A failed
+// report is logged, not fatal: the coordinator then resumes from an older
+// checkpoint if this generation fails.
+func (g *generation) report(ctx context.Context, info train.CheckpointInfo) {
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	_, err = g.w.opts.Coordinator.Report(rctx, api.Report{
-		WorkerID: g.w.opts.ID, JobID: g.a.JobID, Generation: g.a.Generation, Kind: api.ReportCheckpoint, Step: h.Step,
-		Checkpoint: &api.Checkpoint{Path: path, Checksum: h.Checksum, Step: h.Step, SamplesSeen: h.DataPosition},
+	_, err := g.w.opts.Coordinator.Report(rctx, api.Report{
+		WorkerID: g.w.opts.ID, JobID: g.a.JobID, Generation: g.a.Generation, Kind: api.ReportCheckpoint, Step: info.Step,
+		Checkpoint: &api.Checkpoint{Path: info.Path, Checksum: info.Checksum, Step: info.Step, SamplesSeen: info.DataPosition},
 	})
 	if err != nil {
-		g.log.Warn("reporting the checkpoint failed", "path", path, "err", err)
+		g.log.Warn("reporting the checkpoint failed", "path", info.Path, "err", err)
 		return
 	}
-	g.log.Info("checkpoint reported", "path", path, "step", h.Step)
+	g.log.Info("checkpoint reported", "path", info.Path, "step", info.Step)
 }
 
 func (g *generation) flush() {
