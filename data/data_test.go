@@ -3,6 +3,8 @@ package data
 import (
 	"encoding/json"
 	"github.com/fmtrain/fmtrain/safetensors"
+	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -293,5 +295,40 @@ func TestShardWithoutMask(t *testing.T) {
 	}
 	if !slices.Equal(mask, []float32{1, 1, 1}) {
 		t.Errorf("mask %v", mask)
+	}
+}
+
+func TestDrawShapeJitterBounds(t *testing.T) {
+	// The demo relies on small jitter (centre ±size/32, radius 0.30–0.36·size):
+	// measure both from the pixels of drawn circles, and check every shape
+	// stays inside the frame.
+	const size = 32
+	r := rand.New(rand.NewPCG(7, 7))
+	img := make([]float32, 3*size*size)
+	for i := 0; i < 200; i++ {
+		sh := Shapes[i%len(Shapes)]
+		DrawShape(img, size, sh, [3]float32{1, 1, 1}, r)
+		x0, y0, x1, y1 := size, size, -1, -1
+		for y := 0; y < size; y++ {
+			for x := 0; x < size; x++ {
+				if img[y*size+x] > 0 {
+					x0, y0, x1, y1 = min(x0, x), min(y0, y), max(x1, x), max(y1, y)
+				}
+			}
+		}
+		if x0 == 0 || y0 == 0 || x1 == size-1 || y1 == size-1 {
+			t.Fatalf("draw %d (%s) touches the border: x %d..%d y %d..%d", i, sh, x0, x1, y0, y1)
+		}
+		if sh != "circle" {
+			continue
+		}
+		cx, cy := float64(x0+x1+1)/2, float64(y0+y1+1)/2
+		rad := float64(x1-x0+1) / 2
+		if math.Abs(cx-size/2) > size/32.0+1 || math.Abs(cy-size/2) > size/32.0+1 {
+			t.Errorf("draw %d: circle centre (%.1f, %.1f), want within %g+1 of %d", i, cx, cy, size/32.0, size/2)
+		}
+		if rad < 0.30*size-1 || rad > 0.36*size+1 {
+			t.Errorf("draw %d: circle radius %.1f, want %.1f…%.1f (±1)", i, rad, 0.30*size, 0.36*size)
+		}
 	}
 }
