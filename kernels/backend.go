@@ -189,6 +189,13 @@ func Zero(be Backend, buf []float32) {
 	clear(buf)
 }
 
+// AdamWStepper is implemented by backends that run the AdamW update where
+// the parameters live (a GPU), so the host never touches them. step counts
+// from 1, and the arithmetic is optim.AdamW.Update's (torch's).
+type AdamWStepper interface {
+	AdamW(params, grads, m, v []float32, lr, beta1, beta2, eps, weightDecay float64, step int64) error
+}
+
 // ErrNotForShape is returned by an optional fused path that declines a
 // particular shape; the caller falls back to the generic ops (the role of
 // database/sql/driver.ErrSkip).

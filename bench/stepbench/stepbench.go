@@ -124,7 +124,7 @@ func Run(ctx context.Context, c Config, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	m.InitDiT(opts.Seed)
-	adam := optim.NewAdamW(len(m.Params()), 0.9, 0.999, 1e-8, WeightDecay)
+	update := adamW(be, len(m.Params()))
 
 	r := rand.New(rand.NewPCG(opts.Seed, 1))
 	randn := func(n int) []float32 {
@@ -170,7 +170,7 @@ func Run(ctx context.Context, c Config, opts Options) (Result, error) {
 		if err := m.Backward(ctx, dOut); err != nil {
 			return Result{}, err
 		}
-		if err := adam.Update(m.Params(), m.Grads(), LR); err != nil {
+		if err := update(m.Params(), m.Grads()); err != nil {
 			return Result{}, err
 		}
 		elapsed := time.Since(start)
@@ -194,6 +194,28 @@ func Run(ctx context.Context, c Config, opts Options) (Result, error) {
 		return Result{}, err
 	}
 	return res, nil
+}
+
+// adamW returns the step's AdamW update (betas 0.9, 0.999, eps 1e-8, the
+// torch defaults): on the device when the backend has one, else optim's.
+func adamW(be kernels.Backend, n int) func(params, grads []float32) error {
+	const beta1, beta2, eps = 0.9, 0.999, 1e-8
+	if dev, ok := be.(kernels.AdamWStepper); ok {
+		alloc := func() []float32 { return make([]float32, n) }
+		if a, ok := be.(kernels.Allocator); ok {
+			alloc = func() []float32 { return a.Alloc(n) }
+		}
+		mom, vel := alloc(), alloc()
+		kernels.Zero(be, mom)
+		kernels.Zero(be, vel)
+		var step int64
+		return func(params, grads []float32) error {
+			step++
+			return dev.AdamW(params, grads, mom, vel, LR, beta1, beta2, eps, WeightDecay, step)
+		}
+	}
+	adam := optim.NewAdamW(n, beta1, beta2, eps, WeightDecay)
+	return func(params, grads []float32) error { return adam.Update(params, grads, LR) }
 }
 
 func median(v []float64) float64 {

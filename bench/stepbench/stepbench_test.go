@@ -5,7 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/fmtrain/fmtrain/kernels"
 	"github.com/fmtrain/fmtrain/model"
+	"github.com/fmtrain/fmtrain/optim"
 )
 
 func TestConfigsMatchBenchTable(t *testing.T) {
@@ -39,5 +41,45 @@ func TestRunTiny(t *testing.T) {
 	}
 	if !(res.LastLoss < res.FirstLoss) {
 		t.Fatalf("loss did not fall: %v → %v", res.FirstLoss, res.LastLoss)
+	}
+}
+
+// deviceAdamW is the reference backend with a "device" AdamW (optim's
+// arithmetic), to check that Run uses a backend's AdamWStepper.
+type deviceAdamW struct {
+	kernels.Reference
+	calls int
+}
+
+func (d *deviceAdamW) AdamW(params, grads, m, v []float32, lr, beta1, beta2, eps, wd float64, step int64) error {
+	d.calls++
+	o := optim.AdamW{Beta1: beta1, Beta2: beta2, Eps: eps, WeightDecay: wd, M: m, V: v, Step: step - 1}
+	return o.Update(params, grads, lr)
+}
+
+var lastDevice *deviceAdamW
+
+func init() {
+	kernels.Register("stepbench-test-device-adamw", func() (kernels.Backend, error) {
+		lastDevice = &deviceAdamW{}
+		return lastDevice, nil
+	})
+}
+
+func TestRunUsesDeviceAdamW(t *testing.T) {
+	c := Config{Name: "tiny", Model: model.Config{InChannels: 4, OutChannels: 4, PatchSize: 2, PatchSizeT: 1, HiddenSize: 16, Depth: 1, NumHeads: 2, MLPRatio: 2, TextDim: 8}, B: 1, F: 1, H: 4, W: 4, S: 2}
+	host, err := Run(context.Background(), c, Options{Steps: 10, Warmup: 1, Backend: "reference"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := Run(context.Background(), c, Options{Steps: 10, Warmup: 1, Backend: "stepbench-test-device-adamw"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lastDevice.calls != 11 {
+		t.Fatalf("device AdamW called %d times, want 11", lastDevice.calls)
+	}
+	if dev.LastLoss != host.LastLoss {
+		t.Fatalf("device AdamW path ends at loss %v, host path at %v", dev.LastLoss, host.LastLoss)
 	}
 }

@@ -96,6 +96,14 @@ func (c Case) Tensor(t testing.TB, name string) []float32 {
 // model and the worst relative error.
 func Check(t *testing.T, c Case, be kernels.Backend, afterForward func(m *model.Model, compare func(name string, got []float32))) (*model.Model, float64) {
 	t.Helper()
+	return CheckTol(t, c, be, Tol, Tol, afterForward)
+}
+
+// CheckTol is Check with other tolerances: outTol for out, loss and the
+// intermediates, gradTol for the gradients (reduced-precision backends,
+// e.g. bf16, are checked this way against looser bounds).
+func CheckTol(t *testing.T, c Case, be kernels.Backend, outTol, gradTol float64, afterForward func(m *model.Model, compare func(name string, got []float32))) (*model.Model, float64) {
+	t.Helper()
 	m, err := model.New(c.Config, be)
 	if err != nil {
 		t.Fatal(err)
@@ -104,6 +112,7 @@ func Check(t *testing.T, c Case, be kernels.Backend, afterForward func(m *model.
 		t.Fatal(err)
 	}
 	var worst float64
+	tol := outTol
 	compare := func(name string, got []float32) {
 		t.Helper()
 		want := c.Tensor(t, name)
@@ -114,9 +123,9 @@ func Check(t *testing.T, c Case, be kernels.Backend, afterForward func(m *model.
 		e := kernelstest.RelErr(got, want)
 		worst = math.Max(worst, e)
 		status := "ok"
-		if !(e <= Tol) {
+		if !(e <= tol) {
 			status = "FAIL"
-			t.Errorf("%-45s rel %.3g > %g", name, e, Tol)
+			t.Errorf("%-45s rel %.3g > %g", name, e, tol)
 		}
 		if testing.Verbose() {
 			t.Logf("%-45s rel %.3g %s", name, e, status)
@@ -140,12 +149,13 @@ func Check(t *testing.T, c Case, be kernels.Backend, afterForward func(m *model.
 	if err := m.Backward(ctx, dOut); err != nil {
 		t.Fatal(err)
 	}
+	tol = gradTol
 	for _, p := range model.ParamTable(c.Config) {
 		compare("grad."+p.Name, m.Grads()[p.Offset:p.Offset+p.Size])
 	}
 	dx, dtxt := m.InputGrads()
 	compare("grad.x", dx)
 	compare("grad.txt", dtxt)
-	t.Logf("%s on %s: worst relative error %.3g (tolerance %g)", filepath.Base(c.Path), be.Name(), worst, Tol)
+	t.Logf("%s on %s: worst relative error %.3g (tolerances %g, gradients %g)", filepath.Base(c.Path), be.Name(), worst, outTol, gradTol)
 	return m, worst
 }
