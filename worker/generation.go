@@ -21,9 +21,11 @@ import (
 )
 
 // runGeneration trains one assignment until the job's last step (nil), a
-// stop request (errStopped), cancellation (context.Canceled) or a failure
-// (fatalError when no new generation can fix it).
-func (w *Worker) runGeneration(ctx context.Context, a *api.Assignment, stop <-chan struct{}) error {
+// stop request (errStopped), cancellation of gctx (context.Canceled; its
+// cause says why) or a failure (fatalError when no new generation can fix
+// it). workerCtx is the worker's own context: it outlives gctx, so rank 0
+// can still checkpoint its last step after the generation was withdrawn.
+func (w *Worker) runGeneration(workerCtx, ctx context.Context, a *api.Assignment, stop <-chan struct{}) error {
 	spec, err := a.ParseSpec()
 	if err != nil {
 		return fatal(err)
@@ -101,25 +103,54 @@ func (w *Worker) runGeneration(ctx context.Context, a *api.Assignment, stop <-ch
 		return classify(err)
 	}
 	res, err := tr.Run(ctx)
-	switch {
-	case errors.Is(err, train.ErrStopped):
-		g.saveLastStep(ctx, tr, res)
+	if err == nil {
+		return nil
+	}
+	if workerCtx.Err() == nil && keepsLastStep(ctx, err) {
+		// Not under ctx: a withdrawal cancels it while (or before) the
+		// checkpoint is written, and the coordinator is waiting for it.
+		g.saveLastStep(workerCtx, tr, res)
+	}
+	if errors.Is(err, train.ErrStopped) {
 		return errStopped
-	case errors.Is(err, collective.ErrPeerLost) && ctx.Err() == nil:
-		g.saveLastStep(ctx, tr, res)
 	}
-	if err != nil {
-		return classify(err)
-	}
-	return nil
+	return classify(err)
 }
 
-// saveLastStep makes a drain or a lost peer cost no steps: rank 0 writes
-// a checkpoint of the last step it completed (unless it just wrote one)
-// and reports it, so the job re-forms from exactly there. Rank 0's state is
-// that step's: the weights and optimizer state are identical on every rank
-// after a step, and a failed gradient all-reduce returns before the
-// optimizer runs.
+// Why a generation's context was cancelled by the worker's driver. Both
+// wrap context.Canceled: code that reports the cause (the collective does)
+// still reads as a cancellation, not as a fatal failure.
+var (
+	// errWithdrawn: the coordinator withdrew the generation (the job
+	// re-forms after a failure and waits for its members to stop).
+	errWithdrawn = fmt.Errorf("worker: generation withdrawn by the coordinator: %w", context.Canceled)
+	// errSuperseded: a newer generation of the job was assigned.
+	errSuperseded = fmt.Errorf("worker: generation superseded by a newer one: %w", context.Canceled)
+)
+
+// keepsLastStep reports whether a generation that ended with err should
+// have rank 0 checkpoint its last completed step: a drain, a collective
+// failure (a lost peer, noticed here or by another rank that made the
+// coordinator withdraw the generation), but not a superseded generation (its successor resumes from
+// a checkpoint already chosen, which a newer one could rotate away) nor a
+// fatal error (the job fails).
+func keepsLastStep(ctx context.Context, err error) bool {
+	switch {
+	case errors.Is(err, train.ErrStopped):
+		return true
+	case ctx.Err() != nil:
+		return errors.Is(context.Cause(ctx), errWithdrawn)
+	default:
+		return !isFatal(classify(err))
+	}
+}
+
+// saveLastStep makes a drain, a lost peer or a withdrawal cost no steps:
+// rank 0 writes a checkpoint of the last step it completed (unless it just
+// wrote one) and reports it, so the job re-forms from exactly there. Rank
+// 0's state is that step's: the weights and optimizer state are identical
+// on every rank after a step, and a step that fails or is cancelled
+// (gradient all-reduce, compute) returns before the optimizer runs.
 func (g *generation) saveLastStep(ctx context.Context, tr *train.Trainer, res *train.Result) {
 	if g.a.Rank != 0 || !g.spec.Checkpoint.Enabled || res == nil || res.Step == 0 {
 		return

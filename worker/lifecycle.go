@@ -77,6 +77,13 @@ func (k ActionKind) String() string {
 type Action struct {
 	Kind ActionKind
 	Gen  GenerationKey
+	// Withdrawn marks an ActionStop whose generation the coordinator
+	// withdrew without assigning a new one (the job re-forms after a
+	// failure): rank 0 checkpoints its last completed step before returning,
+	// because the coordinator waits for that report before the next
+	// generation forms. A superseded generation (a new one is already
+	// assigned, resuming from a fixed checkpoint) writes nothing more.
+	Withdrawn bool
 }
 
 // Lifecycle is the worker's own state machine: register → wait for a
@@ -149,7 +156,7 @@ func (l *Lifecycle) Assigned(a *GenerationKey) []Action {
 			return nil
 		}
 		l.stopping = true
-		return []Action{{Kind: ActionStop, Gen: l.training}}
+		return []Action{{Kind: ActionStop, Gen: l.training, Withdrawn: !l.hasNext}}
 	}
 	if a == nil || l.draining || l.ended[*a] {
 		return nil

@@ -12,6 +12,7 @@ func TestLifecycle(t *testing.T) {
 	other := GenerationKey{"other", 1}
 	start := func(g GenerationKey) []Action { return []Action{{Kind: ActionStart, Gen: g}} }
 	stop := func(g GenerationKey) []Action { return []Action{{Kind: ActionStop, Gen: g}} }
+	withdraw := func(g GenerationKey) []Action { return []Action{{Kind: ActionStop, Gen: g, Withdrawn: true}} }
 	exit := []Action{{Kind: ActionExit}}
 
 	type step struct {
@@ -60,8 +61,15 @@ func TestLifecycle(t *testing.T) {
 		{"withdrawn while training", []step{
 			{"register", registered, nil, PhaseIdle},
 			{"assigned", assigned(&g1), start(g1), PhaseTraining},
-			{"withdrawn", assigned(nil), stop(g1), PhaseTraining},
+			{"withdrawn", assigned(nil), withdraw(g1), PhaseTraining},
 			{"returns", ended(g1), nil, PhaseIdle},
+		}},
+		{"withdrawn, then re-formed before it returned", []step{
+			{"register", registered, nil, PhaseIdle},
+			{"assigned", assigned(&g1), start(g1), PhaseTraining},
+			{"withdrawn", assigned(nil), withdraw(g1), PhaseTraining},
+			{"re-formed: queued, no second stop", assigned(&g2), nil, PhaseTraining},
+			{"returns, new one starts", ended(g1), start(g2), PhaseTraining},
 		}},
 		{"drain while idle exits", []step{
 			{"register", registered, nil, PhaseIdle},

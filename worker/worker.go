@@ -155,7 +155,7 @@ func (w *Worker) Shutdown(ctx context.Context) error {
 // running is one generation in flight.
 type running struct {
 	a      *api.Assignment
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	stop   chan struct{} // closed: finish the step and return
 }
 
@@ -194,11 +194,11 @@ func (w *Worker) Run(ctx context.Context) error {
 		drainTimer <-chan time.Time
 	)
 	start := func(a *api.Assignment) {
-		gctx, cancel := context.WithCancel(ctx)
+		gctx, cancel := context.WithCancelCause(ctx)
 		cur = &running{a: a, cancel: cancel, stop: make(chan struct{})}
 		w.step.Store(a.StartStep)
 		go func(r *running) {
-			err := w.runGeneration(gctx, r.a, r.stop)
+			err := w.runGeneration(ctx, gctx, r.a, r.stop)
 			results <- genResult{key: keyOf(r.a), a: r.a, step: w.step.Load(), err: err}
 		}(cur)
 	}
@@ -213,8 +213,10 @@ func (w *Worker) Run(ctx context.Context) error {
 				if lc.Draining() {
 					close(cur.stop) // finish the step, then return
 					drainTimer = time.After(w.opts.DrainTimeout)
+				} else if act.Withdrawn {
+					cur.cancel(errWithdrawn) // rank 0 still checkpoints its last step
 				} else {
-					cur.cancel() // superseded: the new generation resumes from a checkpoint
+					cur.cancel(errSuperseded) // the new generation resumes from a checkpoint
 				}
 			case ActionExit:
 				exit = true
@@ -241,7 +243,14 @@ func (w *Worker) Run(ctx context.Context) error {
 			if _, err := w.register(ctx); err != nil {
 				return false
 			}
-			return exec(lc.Assigned(nil))
+			acts := lc.Assigned(nil)
+			for i := range acts {
+				// Not a withdrawal: the job re-forms (or has) without us,
+				// and a checkpoint written now could rotate away the one
+				// its next generation resumes from.
+				acts[i].Withdrawn = false
+			}
+			return exec(acts)
 		case err != nil:
 			if ctx.Err() == nil {
 				w.log().Warn("heartbeat failed", "err", err)
@@ -264,7 +273,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			if cur != nil {
-				cur.cancel()
+				cur.cancel(nil)
 				<-results
 			}
 			return nil
@@ -284,10 +293,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-drainTimer:
 			if cur != nil {
 				w.log().Warn("drain timeout: aborting the current step", "timeout", w.opts.DrainTimeout)
-				cur.cancel()
+				cur.cancel(nil)
 			}
 		case r := <-results:
-			cur.cancel()
+			cur.cancel(nil)
 			cur = nil
 			w.reportEnd(ctx, r)
 			if exec(lc.Ended(r.key)) {

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fmtrain/fmtrain/checkpoint"
 	"github.com/fmtrain/fmtrain/coordinator/api"
 	"github.com/fmtrain/fmtrain/data"
 	"github.com/fmtrain/fmtrain/telemetry"
@@ -34,12 +35,22 @@ type memCoordinator struct {
 	reports  []api.Report
 	left     []string
 	ended    bool
+	// withdrawn workers get no assignment (as while a job re-forms).
+	withdrawn map[string]bool
 }
 
 var _ Coordinator = (*memCoordinator)(nil)
 
 func newMemCoordinator(job, spec string, world int) *memCoordinator {
-	return &memCoordinator{job: job, spec: spec, world: world, addrs: map[string]string{}, assigned: map[string]*api.Assignment{}}
+	return &memCoordinator{job: job, spec: spec, world: world, addrs: map[string]string{}, assigned: map[string]*api.Assignment{},
+		withdrawn: map[string]bool{}}
+}
+
+// withdraw stops assigning the generation to worker id.
+func (c *memCoordinator) withdraw(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.withdrawn[id] = true
 }
 
 func (c *memCoordinator) Register(_ context.Context, req api.RegisterRequest) (*api.RegisterResponse, error) {
@@ -74,7 +85,7 @@ func (c *memCoordinator) Heartbeat(_ context.Context, req api.HeartbeatRequest) 
 	if _, ok := c.addrs[req.WorkerID]; !ok {
 		return nil, api.ErrUnknownWorker
 	}
-	if c.ended {
+	if c.ended || c.withdrawn[req.WorkerID] {
 		return &api.HeartbeatResponse{}, nil
 	}
 	return &api.HeartbeatResponse{Assignment: c.assigned[req.WorkerID]}, nil
@@ -310,6 +321,51 @@ func TestDrainEndsTheGenerationAndThePeerReportsIt(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "rank 1 to be idle", func() bool { return r1.w.Phase() == PhaseIdle })
 	shutdown(t, []runningWorker{r1})
+}
+
+// TestWithdrawnRank0CheckpointsItsLastStep: when the coordinator withdraws
+// the generation from rank 0 (the job re-forms because another rank failed
+// or was lost), rank 0 is cancelled mid-step, yet it still checkpoints and
+// reports the last step it completed before its heartbeats say it stopped,
+// because the coordinator forms the next generation from that report.
+func TestWithdrawnRank0CheckpointsItsLastStep(t *testing.T) {
+	s := telemetrytest.Start(t)
+	manifest := synthData(t)
+	coord := newMemCoordinator("tiny", tinySpec(t, manifest, 100000, 0), 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	ws := startWorkers(t, ctx, coord, s, 2)
+	waitFor(t, 60*time.Second, "step 2", func() bool { return ws[0].w.step.Load() >= 2 })
+	r0 := ws[0]
+	if coord.rankOf(r0.w.ID()) != 0 {
+		r0 = ws[1]
+	}
+
+	coord.withdraw(r0.w.ID())
+	waitFor(t, 30*time.Second, "rank 0 to be idle", func() bool { return r0.w.Phase() == PhaseIdle })
+	last := r0.w.step.Load()
+	reports, _ := coord.snapshot()
+	var ck *api.Report
+	for i, r := range reports {
+		if r.WorkerID == r0.w.ID() && r.Kind == api.ReportCheckpoint {
+			ck = &reports[i]
+		}
+	}
+	if ck == nil {
+		t.Fatalf("reports %+v: rank 0 reported no checkpoint of its last step %d after the withdrawal", reports, last)
+	}
+	for _, r := range reports {
+		if r.WorkerID == r0.w.ID() && r.Kind == api.ReportFailed {
+			t.Errorf("rank 0 reported %+v: a withdrawn generation is stopped, not failed", r)
+		}
+	}
+	if ck.Step != last || ck.Checkpoint.Step != last || ck.Checkpoint.SamplesSeen != last*4 {
+		t.Errorf("checkpoint report %+v: want step %d (rank 0's last), samples %d", ck, last, last*4)
+	}
+	if h, err := checkpoint.ReadHeader(ck.Checkpoint.Path); err != nil || h.Checksum != ck.Checkpoint.Checksum {
+		t.Errorf("reported checkpoint %s: header %+v, %v; want checksum %s", ck.Checkpoint.Path, h, err, ck.Checkpoint.Checksum)
+	}
+	shutdown(t, ws)
 }
 
 func TestMissingDatasetIsFatal(t *testing.T) {
