@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/fmtrain/fmtrain/coordinator/api"
+	"github.com/fmtrain/fmtrain/telemetry"
 )
 
 // Config is fm-worker's command line: what cmd/fm-worker and `fmctl local`
@@ -149,9 +150,9 @@ func Main(ctx context.Context, c Config, drain <-chan struct{}, log *slog.Logger
 	}
 	var nc *nats.Conn
 	if c.NATSURL != "" {
-		nc, err = nats.Connect(c.NATSURL, nats.Name("fm-worker "+c.ID), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))
+		nc, err = telemetry.Connect(c.NATSURL, "fm-worker "+c.ID)
 		if err != nil {
-			return fmt.Errorf("fm-worker: connecting to NATS at %s: %w", c.NATSURL, err)
+			return fmt.Errorf("fm-worker: %w", err)
 		}
 		defer nc.Close()
 	}

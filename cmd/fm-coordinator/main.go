@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/fmtrain/fmtrain/coordinator"
+	"github.com/fmtrain/fmtrain/telemetry"
 	"github.com/nats-io/nats.go"
 )
 
@@ -135,9 +136,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	defer cli.Close()
 	var nc *nats.Conn
 	if o.natsURL != "" {
-		nc, err = nats.Connect(o.natsURL, nats.Name("fm-coordinator "+o.id), nats.MaxReconnects(-1), nats.RetryOnFailedConnect(true))
+		nc, err = telemetry.Connect(o.natsURL, "fm-coordinator "+o.id)
 		if err != nil {
-			return fmt.Errorf("connecting to NATS at %s: %w", o.natsURL, err)
+			return err
 		}
 		defer nc.Close()
 	}
