@@ -11,6 +11,7 @@
 # nccl.h is not in Debian; set NCCL_INCLUDE=dir to check the NCCL part too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/cuda-nonfree-apt.sh
 
 CACHE=${CUDA_HEADERS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fmtrain/cuda-headers}
 INC=$CACHE/usr/include
@@ -18,19 +19,10 @@ mkdir -p "$CACHE"
 
 if [ ! -f "$INC/cuda.h" ] || [ ! -f "$INC/cublasLt.h" ]; then
 	APT=$CACHE/apt
-	mkdir -p "$APT/lists/partial" "$APT/archives/partial"
-	cat >"$APT/fmtrain-nonfree.sources" <<'SRC'
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bookworm
-Components: non-free
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
-	O=(-o "Dir::Etc::SourceList=$APT/fmtrain-nonfree.sources" -o "Dir::Etc::SourceParts=/dev/null"
-		-o "Dir::State::Lists=$APT/lists" -o "Dir::Cache::Archives=$APT/archives" -o APT::Sandbox::User=root)
+	mkdir -p "$APT/archives/partial"
 	echo "cuda-headers-check: fetching nvidia-cuda-dev (bookworm non-free, ~770 MB, headers only are kept)"
-	apt-get "${O[@]}" -q update >/dev/null
-	(cd "$APT" && apt-get "${O[@]}" -q download nvidia-cuda-dev)
+	nonfree_apt "$APT" -o "Dir::Cache::Archives=$APT/archives"
+	(cd "$APT" && apt-get "${APT_OPTS[@]}" -q download nvidia-cuda-dev)
 	dpkg-deb --fsys-tarfile "$APT"/nvidia-cuda-dev_*.deb | tar -x -C "$CACHE" --wildcards './usr/include/*'
 	rm -f "$APT"/nvidia-cuda-dev_*.deb
 fi

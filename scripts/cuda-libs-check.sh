@@ -10,6 +10,7 @@
 # The non-free component lives in a private apt sources file used only here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/cuda-nonfree-apt.sh
 
 CACHE=${CUDA_LIBS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fmtrain/cuda-libs}
 LIBS=$CACHE/lib
@@ -18,19 +19,10 @@ mkdir -p "$LIBS"
 
 if [ ! -f "$CACHE/.done" ]; then
 	APT=$CACHE/apt
-	mkdir -p "$APT/lists/partial" "$APT/debs" "$CACHE/root"
-	cat >"$APT/fmtrain-nonfree.sources" <<'SRC'
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: bookworm
-Components: non-free
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
-	O=(-o "Dir::Etc::SourceList=$APT/fmtrain-nonfree.sources" -o "Dir::Etc::SourceParts=/dev/null"
-		-o "Dir::State::Lists=$APT/lists" -o APT::Sandbox::User=root)
+	mkdir -p "$APT/debs" "$CACHE/root"
 	echo "cuda-libs-check: fetching ${PKGS[*]} (bookworm non-free, ~280 MB)"
-	apt-get "${O[@]}" -q update >/dev/null
-	(cd "$APT/debs" && apt-get "${O[@]}" -q download "${PKGS[@]}")
+	nonfree_apt "$APT"
+	(cd "$APT/debs" && apt-get "${APT_OPTS[@]}" -q download "${PKGS[@]}")
 	for d in "$APT"/debs/*.deb; do dpkg-deb -x "$d" "$CACHE/root"; done
 	# Debian keeps the driver's libraries under nvidia/current; gather every
 	# shared object (and its soname links) in one folder.
