@@ -1,7 +1,9 @@
 package kernels_test
 
 import (
+	"fmt"
 	"math"
+	"os"
 	"strings"
 	"testing"
 
@@ -51,14 +53,21 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// TestOpenBLASLoads checks the fast path is really taken on machines that
-// have libopenblas.so.0 (CI installs libopenblas0).
+// TestOpenBLASLoads checks the fast path is really taken. CI sets
+// FMTRAIN_REQUIRE_OPENBLAS=1 (and installs libopenblas0), making a missing
+// library a failure; elsewhere the pure-Go path (checked by TestConformance)
+// is what runs, and the test says how to get the fast one.
 func TestOpenBLASLoads(t *testing.T) {
 	b := kernels.NewCPU(kernels.CPUOptions{})
 	defer b.Close()
-	if !strings.HasPrefix(b.GEMMKernel(), "openblas") {
-		t.Fatalf("GEMM kernel %q: libopenblas.so.0 did not load (apt-get install libopenblas0)", b.GEMMKernel())
+	if strings.HasPrefix(b.GEMMKernel(), "openblas") {
+		return
 	}
+	msg := fmt.Sprintf("GEMM kernel %q: libopenblas.so.0 did not load (apt-get install libopenblas0)", b.GEMMKernel())
+	if os.Getenv("FMTRAIN_REQUIRE_OPENBLAS") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg + "; set FMTRAIN_REQUIRE_OPENBLAS=1 to make this a failure")
 }
 
 func TestRegistry(t *testing.T) {
