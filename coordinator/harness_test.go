@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/fmtrain/fmtrain/coordinator/api"
+	"github.com/fmtrain/fmtrain/coordinator/internal/coordtest"
 	"github.com/fmtrain/fmtrain/coordinator/jobstore"
 	"github.com/fmtrain/fmtrain/services"
 	"github.com/hashicorp/raft"
@@ -244,31 +245,5 @@ func (w *simWorker) report(t *testing.T, kind api.ReportKind, step int64, mut fu
 
 // testSpec is a valid job spec for the coordinator tests.
 func testSpec(name string, minW, maxW, global, local, maxSteps int) []byte {
-	return fmt.Appendf(nil, `name: %s
-seed: 1
-device: cpu
-min_workers: %d
-max_workers: %d
-model:
-  in_channels: 3
-  out_channels: 3
-  patch_size: 2
-  patch_size_t: 1
-  hidden_size: 32
-  depth: 1
-  num_heads: 2
-  mlp_ratio: 4
-  text_dim: 8
-flow_matching:
-  adapter_type: simple
-data:
-  manifest: data/manifest.json
-optimizer:
-  lr: 1.0e-3
-step_scheduler:
-  global_batch_size: %d
-  local_batch_size: %d
-  max_steps: %d
-  ckpt_every_steps: 10
-`, name, minW, maxW, global, local, maxSteps)
+	return []byte(coordtest.JobSpec(name, "cpu", minW, maxW, global, local, maxSteps))
 }
