@@ -8,12 +8,13 @@ import (
 
 	"github.com/fmtrain/fmtrain/coordinator/api"
 	"github.com/fmtrain/fmtrain/coordinator/core"
+	"github.com/fmtrain/fmtrain/services/servicestest"
 )
 
 // benchCluster is a three-replica in-process cluster with one registered
 // worker; it returns the cluster and the leader's index.
 func benchCluster(b *testing.B) (*cluster, int) {
-	c := startCluster(b, 3, startEtcd(b), nil)
+	c := startCluster(b, 3, servicestest.EtcdClient(b), nil)
 	lead := c.leader(b)
 	cl, _ := api.NewClient(api.ClientOptions{Endpoints: []string{c.nodes[lead].Addr()}})
 	if _, err := cl.Register(context.Background(), api.RegisterRequest{WorkerID: "w", Host: "h", Device: "cpu", CollectiveAddr: "h:1"}); err != nil {

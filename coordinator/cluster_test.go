@@ -13,6 +13,7 @@ import (
 
 	"github.com/fmtrain/fmtrain/coordinator/api"
 	"github.com/fmtrain/fmtrain/coordinator/jobstore"
+	"github.com/fmtrain/fmtrain/services/servicestest"
 	"github.com/fmtrain/fmtrain/telemetry"
 	"github.com/hashicorp/raft"
 	"github.com/nats-io/nats.go"
@@ -112,7 +113,7 @@ func (c *cluster) addrs(skip ...int) []string {
 // new leader goes on deciding: it re-forms after a worker dies and finishes
 // the job.
 func TestClusterFailover(t *testing.T) {
-	cli, nc := startEtcd(t), startNATS(t)
+	cli, nc := servicestest.EtcdClient(t), startNATS(t)
 	c := startCluster(t, 3, cli, nc)
 	lead := c.leader(t)
 	follower := (lead + 1) % 3
@@ -300,7 +301,7 @@ func readEvents(t *testing.T, nc *nats.Conn, job string) []telemetry.Event {
 // serving; the majority elects a new leader that serves workers; after the
 // partition heals, the old leader follows and holds the same state.
 func TestPartitionedLeaderStepsDown(t *testing.T) {
-	cli := startEtcd(t)
+	cli := servicestest.EtcdClient(t)
 	c := startCluster(t, 3, cli, nil)
 	lead := c.leader(t)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -362,7 +363,7 @@ func TestPartitionedLeaderStepsDown(t *testing.T) {
 // replicas started with Join; then the first replica stops and the group
 // keeps the job.
 func TestGrowGroup(t *testing.T) {
-	cli := startEtcd(t)
+	cli := servicestest.EtcdClient(t)
 	var trans []*raft.InmemTransport
 	for i := range 3 {
 		_, tr := raft.NewInmemTransport(raft.ServerAddress(fmt.Sprintf("g-%d", i)))

@@ -13,6 +13,7 @@ import (
 	"github.com/fmtrain/fmtrain/coordinator/api"
 	"github.com/fmtrain/fmtrain/coordinator/jobstore"
 	"github.com/fmtrain/fmtrain/services"
+	"github.com/fmtrain/fmtrain/services/servicestest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -61,7 +62,7 @@ func singleAt(t *testing.T, dir, httpAddr string, cli *clientv3.Client) (*Node, 
 // coordinator resumes its watch and neither loses nor duplicates jobs, also
 // when etcd compacted the revision it stopped at.
 func TestJobsFromEtcd(t *testing.T) {
-	cli := startEtcd(t)
+	cli := servicestest.EtcdClient(t)
 	ctx := context.Background()
 	dir := t.TempDir()
 	n, stop := single(t, dir, cli)
@@ -165,7 +166,7 @@ func get(t *testing.T, url string) string {
 // TestWorkerProtocolErrors: bad requests name the field; an unknown worker
 // is told to register again; a stale report is acknowledged, not accepted.
 func TestWorkerProtocolErrors(t *testing.T) {
-	cli := startEtcd(t)
+	cli := servicestest.EtcdClient(t)
 	n, _ := single(t, t.TempDir(), cli)
 	c, err := api.NewClient(api.ClientOptions{Endpoints: []string{n.Addr()}})
 	if err != nil {
@@ -211,7 +212,7 @@ func TestWorkerProtocolErrors(t *testing.T) {
 // running job continues after its last generation from its last
 // checkpoint, and workers register again.
 func TestRebuildFromEtcd(t *testing.T) {
-	cli := startEtcd(t)
+	cli := servicestest.EtcdClient(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePorts(t, 1)[0])
@@ -266,7 +267,7 @@ func TestRebuildFromEtcd(t *testing.T) {
 // re-forms without waiting for any timeout (the heartbeat timeout here is
 // far longer than the test).
 func TestFailureReportReforms(t *testing.T) {
-	cli := startEtcd(t)
+	cli := servicestest.EtcdClient(t)
 	n, err := New(Options{ID: "solo", InMemory: true, Etcd: cli, HeartbeatInterval: testHeartbeatInterval,
 		HeartbeatTimeout: time.Minute, TuneRaft: fastRaft})
 	if err != nil {
@@ -303,7 +304,7 @@ func TestFailureReportReforms(t *testing.T) {
 // sooner than the heartbeat timeout (a minute here). A worker wrongly named
 // keeps heartbeating and is not lost.
 func TestLostPeerFastPath(t *testing.T) {
-	cli := startEtcd(t)
+	cli := servicestest.EtcdClient(t)
 	n, err := New(Options{ID: "solo", InMemory: true, Etcd: cli, HeartbeatInterval: testHeartbeatInterval,
 		HeartbeatTimeout: time.Minute, TuneRaft: fastRaft, Logger: testLogger(t)})
 	if err != nil {

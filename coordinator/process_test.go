@@ -16,6 +16,7 @@ import (
 
 	"github.com/fmtrain/fmtrain/coordinator/api"
 	"github.com/fmtrain/fmtrain/coordinator/jobstore"
+	"github.com/fmtrain/fmtrain/services/servicestest"
 )
 
 // TestProcessLeaderKill runs three fm-coordinator processes (built by the
@@ -30,7 +31,7 @@ func TestProcessLeaderKill(t *testing.T) {
 		t.Fatalf("building fm-coordinator: %v\n%s", err, out)
 	}
 	t.Logf("built fm-coordinator in %v", time.Since(began).Round(time.Millisecond))
-	cli := startEtcd(t)
+	cli := servicestest.EtcdClient(t)
 	etcdURL := cli.Endpoints()[0]
 
 	const size = 3

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/fmtrain/fmtrain/services"
+	"github.com/fmtrain/fmtrain/services/servicestest"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -15,11 +16,7 @@ import (
 func TestEtcdServesTxnAndWatch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	e, err := services.StartEtcd(ctx, services.Options{Dir: t.TempDir(), Fast: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e := servicestest.StartEtcd(t)
 	if len(e.Endpoints()) != 1 || strings.HasSuffix(e.Endpoints()[0], ":0") {
 		t.Fatalf("Endpoints() = %v, want one URL with a real port", e.Endpoints())
 	}

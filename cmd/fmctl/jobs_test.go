@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/fmtrain/fmtrain/services"
+	"github.com/fmtrain/fmtrain/services/servicestest"
 )
 
 // runFmctl runs the fmctl command line in-process and returns its output.
@@ -29,14 +29,7 @@ func runFmctl(t *testing.T, args ...string) (string, error) {
 // TestJobCommands drives submit, list, status and cancel against a real
 // (embedded) etcd; the coordinator's side is tested in package coordinator.
 func TestJobCommands(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e, err := services.StartEtcd(ctx, services.Options{Dir: t.TempDir(), Fast: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	ep := e.Endpoints()[0]
+	ep := servicestest.StartEtcd(t).Endpoints()[0]
 	dir := t.TempDir()
 	good := filepath.Join(dir, "job.yaml")
 	spec := `name: demo

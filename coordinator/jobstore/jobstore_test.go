@@ -12,8 +12,7 @@ import (
 
 	"github.com/fmtrain/fmtrain/coordinator/api"
 	"github.com/fmtrain/fmtrain/coordinator/jobstore"
-	"github.com/fmtrain/fmtrain/services"
-	clientv3 "go.etcd.io/etcd/client/v3"
+	"github.com/fmtrain/fmtrain/services/servicestest"
 )
 
 const spec = `name: my demo
@@ -26,22 +25,6 @@ optimizer: {lr: 0.001}
 step_scheduler: {global_batch_size: 4, local_batch_size: 4, max_steps: 5}
 `
 
-func etcd(t *testing.T) *clientv3.Client {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	e, err := services.StartEtcd(ctx, services.Options{Dir: t.TempDir(), Fast: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(e.Close)
-	cli, err := clientv3.New(clientv3.Config{Endpoints: e.Endpoints()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
-
 func TestNewJobID(t *testing.T) {
 	id := jobstore.NewJobID("my demo/v2")
 	if !regexp.MustCompile(`^my-demo-v2-[0-9a-f]{6}$`).MatchString(id) || api.CheckJobID(id) != nil {
@@ -53,7 +36,7 @@ func TestNewJobID(t *testing.T) {
 }
 
 func TestSubmitStatusWaitCancel(t *testing.T) {
-	cli := etcd(t)
+	cli := servicestest.EtcdClient(t)
 	ctx := context.Background()
 	if _, err := jobstore.Submit(ctx, cli, "j1", []byte(strings.Replace(spec, "max_steps: 5", "max_stepz: 5", 1))); err == nil || !strings.Contains(err.Error(), "max_stepz") {
 		t.Fatalf("invalid spec: err = %v, want one naming max_stepz", err)
