@@ -262,29 +262,39 @@ func TestRebuildFromEtcd(t *testing.T) {
 	}
 }
 
-// TestFailureReportReforms: after one member reports a lost peer, the
-// others are told to run nothing; their next heartbeats say so and the job
-// re-forms without waiting for any timeout (the heartbeat timeout here is
-// far longer than the test).
-func TestFailureReportReforms(t *testing.T) {
-	cli := servicestest.EtcdClient(t)
+// soloWithWorkers runs one in-memory replica on cli and a simulated worker
+// for each id until the test ends. Its heartbeat timeout is a minute, far
+// longer than the tests, so only failure reports (and the lost-peer fast
+// path they start) re-form a job.
+func soloWithWorkers(t *testing.T, cli *clientv3.Client, ids ...string) (context.Context, []*simWorker) {
+	t.Helper()
 	n, err := New(Options{ID: "solo", InMemory: true, Etcd: cli, HeartbeatInterval: testHeartbeatInterval,
-		HeartbeatTimeout: time.Minute, TuneRaft: fastRaft})
+		HeartbeatTimeout: time.Minute, TuneRaft: fastRaft, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = n.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done })
 	<-n.Ready()
 
 	var ws []*simWorker
-	for _, id := range []string{"a", "b", "c"} {
+	for _, id := range ids {
 		w := newSimWorker(t, id, n.Addr())
 		ws = append(ws, w)
 		go w.run(ctx, t)
 	}
+	return ctx, ws
+}
+
+// TestFailureReportReforms: after one member reports a lost peer, the
+// others are told to run nothing; their next heartbeats say so and the job
+// re-forms without waiting for any timeout (the heartbeat timeout here is
+// far longer than the test).
+func TestFailureReportReforms(t *testing.T) {
+	cli := servicestest.EtcdClient(t)
+	ctx, ws := soloWithWorkers(t, cli, "a", "b", "c")
 	if _, err := jobstore.Submit(ctx, cli, "f", testSpec("f", 3, 3, 12, 2, 100)); err != nil {
 		t.Fatal(err)
 	}
@@ -305,23 +315,7 @@ func TestFailureReportReforms(t *testing.T) {
 // keeps heartbeating and is not lost.
 func TestLostPeerFastPath(t *testing.T) {
 	cli := servicestest.EtcdClient(t)
-	n, err := New(Options{ID: "solo", InMemory: true, Etcd: cli, HeartbeatInterval: testHeartbeatInterval,
-		HeartbeatTimeout: time.Minute, TuneRaft: fastRaft, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = n.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	<-n.Ready()
-
-	var ws []*simWorker
-	for _, id := range []string{"a", "b", "c"} {
-		w := newSimWorker(t, id, n.Addr())
-		ws = append(ws, w)
-		go w.run(ctx, t)
-	}
+	ctx, ws := soloWithWorkers(t, cli, "a", "b", "c")
 	if _, err := jobstore.Submit(ctx, cli, "lp", testSpec("lp", 1, 3, 12, 2, 100)); err != nil {
 		t.Fatal(err)
 	}
