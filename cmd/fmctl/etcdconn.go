@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -17,11 +16,7 @@ const defaultEtcdEndpoints = "http://127.0.0.1:2379"
 
 // addEtcdFlag adds --etcd-endpoints to cmd and returns where its value lands.
 func addEtcdFlag(cmd *cobra.Command) *string {
-	eps := defaultEtcdEndpoints
-	if env := os.Getenv("FMTRAIN_ETCD_ENDPOINTS"); env != "" {
-		eps = env
-	}
-	return cmd.Flags().String("etcd-endpoints", eps, "comma-separated etcd client URLs of the job queue (env FMTRAIN_ETCD_ENDPOINTS)")
+	return addEnvFlag(cmd, "etcd-endpoints", "FMTRAIN_ETCD_ENDPOINTS", defaultEtcdEndpoints, "comma-separated etcd client URLs of the job queue")
 }
 
 // connectEtcd opens a client and checks the server answers; the caller

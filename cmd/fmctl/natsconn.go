@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,11 +15,7 @@ const defaultNATSURL = "nats://127.0.0.1:4222"
 
 // addNATSFlag adds --nats-url to cmd and returns where its value lands.
 func addNATSFlag(cmd *cobra.Command) *string {
-	url := defaultNATSURL
-	if env := os.Getenv("FMTRAIN_NATS_URL"); env != "" {
-		url = env
-	}
-	return cmd.Flags().String("nats-url", url, "NATS server carrying fmtrain telemetry (env FMTRAIN_NATS_URL)")
+	return addEnvFlag(cmd, "nats-url", "FMTRAIN_NATS_URL", defaultNATSURL, "NATS server carrying fmtrain telemetry")
 }
 
 // connectNATS connects to the telemetry server; the caller closes the
