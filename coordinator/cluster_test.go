@@ -113,7 +113,7 @@ func (c *cluster) addrs(skip ...int) []string {
 // new leader goes on deciding: it re-forms after a worker dies and finishes
 // the job.
 func TestClusterFailover(t *testing.T) {
-	cli, nc := servicestest.EtcdClient(t), startNATS(t)
+	cli, nc := servicestest.EtcdClient(t), servicestest.NATSConn(t)
 	c := startCluster(t, 3, cli, nc)
 	lead := c.leader(t)
 	follower := (lead + 1) % 3

@@ -14,9 +14,7 @@ import (
 	"github.com/fmtrain/fmtrain/coordinator/api"
 	"github.com/fmtrain/fmtrain/coordinator/internal/coordtest"
 	"github.com/fmtrain/fmtrain/coordinator/jobstore"
-	"github.com/fmtrain/fmtrain/services"
 	"github.com/hashicorp/raft"
-	"github.com/nats-io/nats.go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -36,23 +34,6 @@ func fastRaft(c *raft.Config) {
 	c.ElectionTimeout = 300 * time.Millisecond
 	c.LeaderLeaseTimeout = 300 * time.Millisecond
 	c.CommitTimeout = 5 * time.Millisecond
-}
-
-func startNATS(t testing.TB) *nats.Conn {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	ns, err := services.StartNATS(ctx, services.Options{Dir: t.TempDir(), Fast: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ns.Close)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	return nc
 }
 
 // testLogger collects a test's coordinator logs and prints them if the

@@ -8,7 +8,6 @@ import (
 
 	"github.com/fmtrain/fmtrain/services"
 	"github.com/fmtrain/fmtrain/services/servicestest"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -54,17 +53,7 @@ func TestEtcdServesTxnAndWatch(t *testing.T) {
 func TestNATSJetStreamPublishAndReplay(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	n, err := services.StartNATS(ctx, services.Options{Dir: t.TempDir(), Fast: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	nc, err := nats.Connect(n.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(servicestest.NATSConn(t))
 	if err != nil {
 		t.Fatal(err)
 	}

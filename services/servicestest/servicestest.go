@@ -1,6 +1,6 @@
-// Package servicestest starts the real embedded etcd of package services for
-// tests of packages that keep state in etcd (the job store, the coordinator,
-// fmctl's job commands).
+// Package servicestest starts the real embedded etcd and NATS servers of
+// package services for tests of packages that keep state in etcd (the job
+// store, the coordinator, fmctl's job commands) or publish on NATS.
 package servicestest
 
 import (
@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -39,4 +40,30 @@ func EtcdClient(t testing.TB) *clientv3.Client {
 	}
 	t.Cleanup(func() { cli.Close() })
 	return cli
+}
+
+// StartNATS starts a fast NATS server with JetStream in a temporary folder of
+// t and shuts it down when the test ends.
+func StartNATS(t testing.TB) *services.NATS {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := services.StartNATS(ctx, services.Options{Dir: t.TempDir(), Fast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Close)
+	return n
+}
+
+// NATSConn starts a NATS server (StartNATS) and returns a connection to it;
+// both are closed when the test ends.
+func NATSConn(t testing.TB) *nats.Conn {
+	t.Helper()
+	nc, err := nats.Connect(StartNATS(t).ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }
