@@ -9,12 +9,11 @@
 // kernel when Port is 0), and Close stops it and waits. Neither server
 // installs signal handlers in the host process.
 //
-// Typical use in a test:
+// Tests call package servicestest, which starts them in the test's temporary
+// folder and closes them when the test ends:
 //
-//	etcd, err := services.StartEtcd(ctx, services.Options{Dir: t.TempDir(), Fast: true})
-//	if err != nil { t.Fatal(err) }
-//	defer etcd.Close()
-//	cli, err := clientv3.New(clientv3.Config{Endpoints: etcd.Endpoints()})
+//	cli := servicestest.EtcdClient(t) // or servicestest.StartEtcd(t) for the server
+//	nc := servicestest.NATSConn(t)    // or servicestest.StartNATS(t)
 package services
 
 import (
