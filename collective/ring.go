@@ -483,19 +483,11 @@ func (r *ring) noticeLoop() {
 // the ring), and unblocks this rank's pending reads and writes.
 func (r *ring) abort(cause error, kind byte, lost int) {
 	r.abortOnce.Do(func() {
-		r.mu.Lock()
-		r.err = cause
-		r.mu.Unlock()
-		close(r.dead)
-		if r.size == 1 {
+		if !r.end(cause) {
 			return
 		}
 		r.log.Warn("collective: ring aborted", "err", cause)
-		var msg [8]byte
-		msg[0] = kind
-		binary.LittleEndian.PutUint32(msg[4:], uint32(lost))
-		_ = r.prev.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
-		_, _ = r.prev.Write(msg[:])
+		r.notifyPrev(kind, lost)
 		past := time.Unix(1, 0)
 		_ = r.prev.SetDeadline(past)
 		_ = r.next.SetDeadline(past)
@@ -533,19 +525,31 @@ func (r *ring) Close() error {
 // and makes later calls return ErrClosed.
 func (r *ring) closeGracefully() {
 	r.abortOnce.Do(func() {
-		r.mu.Lock()
-		r.err = ErrClosed
-		r.mu.Unlock()
-		close(r.dead)
-		if r.size == 1 {
-			return
+		if r.end(ErrClosed) {
+			r.notifyPrev(noticeClosed, r.rank)
 		}
-		var msg [8]byte
-		msg[0] = noticeClosed
-		binary.LittleEndian.PutUint32(msg[4:], uint32(r.rank))
-		_ = r.prev.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
-		_, _ = r.prev.Write(msg[:])
 	})
+}
+
+// end makes cause the ring's sticky failure and marks it dead; it reports
+// whether there are peers to tell (the ring has more than one rank). The
+// caller runs it once, under abortOnce.
+func (r *ring) end(cause error) bool {
+	r.mu.Lock()
+	r.err = cause
+	r.mu.Unlock()
+	close(r.dead)
+	return r.size > 1
+}
+
+// notifyPrev sends rank r−1 a notice of kind naming rank who, giving the
+// write 200 ms: a peer that is gone must not hold up the ending.
+func (r *ring) notifyPrev(kind byte, who int) {
+	var msg [8]byte
+	msg[0] = kind
+	binary.LittleEndian.PutUint32(msg[4:], uint32(who))
+	_ = r.prev.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	_, _ = r.prev.Write(msg[:])
 }
 
 func (r *ring) failure() error {
