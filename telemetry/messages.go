@@ -27,10 +27,14 @@ type Metrics struct {
 
 	Loss           float64 `json:"loss"`
 	UnweightedLoss float64 `json:"unweighted_loss"`
-	LR             float64 `json:"lr"`
-	GradNorm       float64 `json:"grad_norm"`
-	SamplesPerSec  float64 `json:"samples_per_sec"`
-	StepSeconds    float64 `json:"step_seconds"`
+	// LocalLoss marks Loss and UnweightedLoss as the publishing rank's own:
+	// a peer was lost after the step completed, before the losses could be
+	// averaged across ranks.
+	LocalLoss     bool    `json:"local_loss,omitempty"`
+	LR            float64 `json:"lr"`
+	GradNorm      float64 `json:"grad_norm"`
+	SamplesPerSec float64 `json:"samples_per_sec"`
+	StepSeconds   float64 `json:"step_seconds"`
 
 	Sigma *SigmaStats `json:"sigma,omitempty"`
 	// Device is nil when the worker could not read its device's statistics.

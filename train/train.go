@@ -72,7 +72,10 @@ type Options struct {
 	// OnStep is called after every step with this rank's numbers.
 	OnStep func(Metrics)
 	// OnMetrics is called every log_every_steps and after the last step,
-	// with the loss averaged over ranks when AverageScalars is set.
+	// with the loss averaged over ranks when AverageScalars is set. When
+	// the averaging fails (a peer was lost after the step completed), it is
+	// still called, with this rank's loss and LocalLoss set: the step is
+	// done and checkpointed, so its numbers are not dropped.
 	OnMetrics func(Metrics)
 	// WriteCheckpoints makes this process write checkpoints (rank 0 only).
 	WriteCheckpoints bool
@@ -90,14 +93,17 @@ type Metrics struct {
 	Epoch            int
 	Loss             float64 // average weighted loss over micro-batches (and ranks)
 	UnweightedLoss   float64
-	LR               float64
-	GradNorm         float64 // global norm before clipping
-	SigmaMin         float64
-	SigmaMax         float64
-	SigmaMean        float64
-	SamplesPerSec    float64 // global batch / step time
-	StepTime         time.Duration
-	Elapsed          time.Duration
+	// LocalLoss marks Loss and UnweightedLoss as this rank's alone: the
+	// average across ranks could not be taken.
+	LocalLoss     bool
+	LR            float64
+	GradNorm      float64 // global norm before clipping
+	SigmaMin      float64
+	SigmaMax      float64
+	SigmaMean     float64
+	SamplesPerSec float64 // global batch / step time
+	StepTime      time.Duration
+	Elapsed       time.Duration
 }
 
 // CheckpointInfo describes a checkpoint step.
@@ -332,6 +338,8 @@ func (t *Trainer) Run(ctx context.Context) (*Result, error) {
 		last := t.step == t.total
 		if o.OnMetrics != nil && (t.step%int64(st.LogEverySteps) == 0 || last) {
 			if err := t.averageLoss(ctx, &m); err != nil {
+				m.LocalLoss = true
+				o.OnMetrics(m)
 				return res, err
 			}
 			o.OnMetrics(m)

@@ -295,6 +295,41 @@ func TestStopAtStepBoundary(t *testing.T) {
 	}
 }
 
+// TestMetricsSurviveFailedAveraging: a peer lost between a step's optimizer
+// update and the averaging of its loss must not drop the step's metrics —
+// the step is done (and the worker checkpoints it), so it is reported with
+// this rank's loss, marked local, and the error still ends the run.
+func TestMetricsSurviveFailedAveraging(t *testing.T) {
+	manifest, ds := testData(t)
+	spec := testSpec(t, manifest, t.TempDir(), "")
+	spec.Checkpoint.Enabled = false
+	lost := errors.New("peer lost")
+	var logged []Metrics
+	tr := newTrainer(t, Options{Spec: spec, Data: ds,
+		AverageScalars: func(_ context.Context, v []float32) error {
+			if len(logged) == 1 {
+				return lost
+			}
+			v[0], v[1] = 7, 8 // the "average" differs from any rank's loss
+			return nil
+		},
+		OnMetrics: func(m Metrics) { logged = append(logged, m) },
+	})
+	res, err := tr.Run(context.Background())
+	if !errors.Is(err, lost) {
+		t.Fatalf("Run returned %v, want the averaging error", err)
+	}
+	if res.Step != 6 || len(logged) != 2 {
+		t.Fatalf("stopped at step %d with %d metrics, want step 6 and 2 (log_every_steps 3)", res.Step, len(logged))
+	}
+	if m := logged[0]; m.Step != 3 || m.LocalLoss || m.Loss != 7 || m.UnweightedLoss != 8 {
+		t.Errorf("first metrics %+v: want step 3, averaged loss 7/8", m)
+	}
+	if m := logged[1]; m.Step != 6 || !m.LocalLoss || m.Loss == 7 || m.Loss != res.Loss || m.Loss <= 0 {
+		t.Errorf("second metrics %+v: want step 6 with this rank's loss %v, marked local", m, res.Loss)
+	}
+}
+
 func TestNewRejects(t *testing.T) {
 	manifest, ds := testData(t)
 	spec := testSpec(t, manifest, t.TempDir(), "")

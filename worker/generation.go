@@ -224,7 +224,7 @@ func (g *generation) onMetrics(m train.Metrics) {
 		WorldSize: g.a.WorldSize, Generation: g.a.Generation,
 		Step: m.Step, MaxSteps: m.TotalSteps, Epoch: int64(m.Epoch),
 		SamplesSeen: m.Step * int64(g.spec.StepScheduler.GlobalBatchSize),
-		Loss:        m.Loss, UnweightedLoss: m.UnweightedLoss, LR: m.LR, GradNorm: m.GradNorm,
+		Loss:        m.Loss, UnweightedLoss: m.UnweightedLoss, LocalLoss: m.LocalLoss, LR: m.LR, GradNorm: m.GradNorm,
 		SamplesPerSec: m.SamplesPerSec, StepSeconds: m.StepTime.Seconds(),
 		Sigma:  &telemetry.SigmaStats{Min: m.SigmaMin, Max: m.SigmaMax, Mean: m.SigmaMean},
 		Device: g.w.deviceStats(),
