@@ -77,12 +77,36 @@ type Options struct {
 	// it misbehaves). $FMTRAIN_CUDA_MANAGED=0 sets it for the registry's
 	// backends.
 	HostMemory bool
+	// Attention picks the attention implementation: "" or "fused" for the
+	// fused kernels of flash_attention.cu wherever they apply (head dims up
+	// to 128), the cuBLAS path elsewhere; "gemm" for the cuBLAS path
+	// always. $FMTRAIN_CUDA_ATTENTION sets it for the registry's backends.
+	Attention string
+}
+
+// attnMode is the parsed Options.Attention.
+type attnMode int
+
+const (
+	attnFused attnMode = iota
+	attnGEMM
+)
+
+func parseAttention(s string) (attnMode, error) {
+	switch s {
+	case "", "fused":
+		return attnFused, nil
+	case "gemm":
+		return attnGEMM, nil
+	}
+	return 0, fmt.Errorf("kernels/cuda: attention implementation %q: want fused or gemm (FMTRAIN_CUDA_ATTENTION)", s)
 }
 
 // optionsFromEnv reads FMTRAIN_CUDA_DEVICE (an ordinal or a PCI bus id) for
 // the registry's factories, which take no arguments.
 func optionsFromEnv(bf16 bool) Options {
-	o := Options{BF16: bf16, Async: os.Getenv("FMTRAIN_CUDA_ASYNC") == "1", HostMemory: os.Getenv("FMTRAIN_CUDA_MANAGED") == "0"}
+	o := Options{BF16: bf16, Async: os.Getenv("FMTRAIN_CUDA_ASYNC") == "1", HostMemory: os.Getenv("FMTRAIN_CUDA_MANAGED") == "0",
+		Attention: os.Getenv("FMTRAIN_CUDA_ATTENTION")}
 	if v := os.Getenv("FMTRAIN_CUDA_DEVICE"); v != "" {
 		if n, err := strconv.Atoi(v); err == nil {
 			o.Ordinal = n
@@ -108,6 +132,8 @@ type Backend struct {
 	async bool
 	// hostMemory: Alloc hands out Go memory (Options.HostMemory).
 	hostMemory bool
+	// attention: fused kernels or the cuBLAS path (Options.Attention).
+	attention attnMode
 	// err is the first failure; every later op is skipped.
 	err    error
 	closed bool
@@ -128,6 +154,10 @@ func Open(opts Options) (*Backend, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	attention, err := parseAttention(opts.Attention)
+	if err != nil {
+		return nil, err
+	}
 	cacheDir := opts.CacheDir
 	switch cacheDir {
 	case "":
@@ -147,7 +177,7 @@ func Open(opts Options) (*Backend, error) {
 		g.close()
 		return nil, err
 	}
-	b.async, b.hostMemory = opts.Async, opts.HostMemory
+	b.async, b.hostMemory, b.attention = opts.Async, opts.HostMemory, attention
 	if !g.info().ConcurrentManagedAccess && !b.hostMemory {
 		// Without concurrent managed access the host may not touch managed
 		// memory while any kernel runs (the bucket reducer would), so use
@@ -155,7 +185,7 @@ func Open(opts Options) (*Backend, error) {
 		log.Warn("cuda: the device lacks concurrent managed access; using host memory with staging")
 		b.hostMemory = true
 	}
-	log.Info("cuda backend open", "backend", b.String(), "async", b.async, "managed_memory", !b.hostMemory)
+	log.Info("cuda backend open", "backend", b.String(), "async", b.async, "managed_memory", !b.hostMemory, "attention", [...]string{"fused", "gemm"}[b.attention])
 	return b, nil
 }
 
@@ -829,52 +859,33 @@ func at(p cu.DevicePtr, n, elem int) cu.DevicePtr {
 	return p + cu.DevicePtr(n*elem)
 }
 
-// AttentionForward implements kernels.Backend: for each chunk of samples,
-// S = scale·QKᵀ for every (sample, head) in one batched GEMM, a fused
-// masked softmax that also writes the log-sum-exp, and O = PV in a second
-// batched GEMM. The chunk's score blocks are the only intermediate.
+// AttentionForward implements kernels.Backend: the fused kernel
+// (flash_attention.cu) where it applies (see flashFor), else the cuBLAS
+// path of gemmAttentionForward.
 func (b *Backend) AttentionForward(out, lse, q, k, v, mask []float32, d kernels.AttentionDims) {
 	o := b.begin("AttentionForward")
 	if o == nil || d.B*d.Heads*d.Nq == 0 {
 		return
 	}
-	qs, ks, ospan := attnSpan(d, d.Nq, d.QRow), attnSpan(d, d.Nk, d.KRow), attnSpan(d, d.Nq, d.ORow)
+	qs, ks, vs, ospan := attnSpan(d, d.Nq, d.QRow), attnSpan(d, d.Nk, d.KRow), attnSpan(d, d.Nk, d.VRow), attnSpan(d, d.Nq, d.ORow)
 	iout, ilse := o.arg(out, ospan, true), o.arg(lse, d.B*d.Heads*d.Nq, true)
-	iq, ik, iv := o.arg(q, qs, false), o.arg(k, ks, false), o.arg(v, attnSpan(d, d.Nk, d.VRow), false)
+	iq, ik, iv := o.arg(q, qs, false), o.arg(k, ks, false), o.arg(v, vs, false)
 	im := o.arg(mask, d.B*d.Nk, false)
 	if o.start() {
-		ops, elem, ab := o.operands([]cu.DevicePtr{o.p(iq), o.p(ik), o.p(iv)}, []int{qs, ks, attnSpan(d, d.Nk, d.VRow)})
-		Q, K, V := ops[0], ops[1], ops[2]
-		hd, H, block, rps := d.HeadDim, d.Heads, d.Nq*d.Nk, d.Heads*d.Nq
-		chunk := attnChunk(d, 4+2)
-		S := o.scratch32(chunk * H * block)
-		P := S
-		if b.bf16 {
-			P, _ = o.scratchBytesOK(chunk * H * block * 2)
-		}
-		for s0 := 0; s0 < d.B && o.ok; s0 += chunk {
-			n := min(chunk, d.B-s0)
-			o.gemmPointers(cu.GemmOp{TransB: true, M: d.Nq, N: d.Nk, K: hd, Alpha: d.Scale, Lda: d.QRow, Ldb: d.KRow, Ldc: d.Nk, Batch: n * H, AB: ab},
-				func(i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
-					s, h := s0+i/H, i%H
-					return at(Q, s*d.Nq*d.QRow+h*hd, elem), at(K, s*d.Nk*d.KRow+h*hd, elem), at(S, i*block, 4)
-				})
-			o.launch("attn_softmax_forward", warpPerRowCfg(n*rps), S, off(o.p(ilse), s0*rps), off(o.p(im), s0*d.Nk), int32(n*rps), int32(d.Nk), int32(rps))
-			if b.bf16 {
-				o.elementwise("cast_bf16", int64(n*H*block), P, S, int64(n*H*block))
-			}
-			o.gemmPointers(cu.GemmOp{M: d.Nq, N: hd, K: d.Nk, Alpha: 1, Lda: d.Nk, Ldb: d.VRow, Ldc: d.ORow, Batch: n * H, AB: ab},
-				func(i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
-					s, h := s0+i/H, i%H
-					return at(P, i*block, elem), at(V, s*d.Nk*d.VRow+h*hd, elem), off(o.p(iout), s*d.Nq*d.ORow+h*hd)
-				})
+		if hdp := b.flashFor(d); hdp != 0 {
+			kind := flashForward
+			o.launchOptIn(kind.kernel(hdp), flashCfg(kind, d, hdp), append([]any{o.p(iout), o.p(ilse), o.p(iq), o.p(ik), o.p(iv), o.p(im)}, o.flashDims(d)...)...)
+		} else {
+			o.gemmAttentionForward(o.p(iout), o.p(ilse), o.p(iq), o.p(ik), o.p(iv), o.p(im), []int{qs, ks, vs}, d)
 		}
 	}
 	o.end()
 }
 
 // AttentionBackward implements kernels.Backend, recomputing P from Q, K and
-// the saved log-sum-exp (no [Nq, Nk] tensor is kept between passes).
+// the saved log-sum-exp (no [Nq, Nk] tensor is kept between passes): the
+// fused kernels where they apply (see flashFor), else the cuBLAS path of
+// gemmAttentionBackward.
 func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, mask, out, lse []float32, d kernels.AttentionDims) {
 	o := b.begin("AttentionBackward")
 	if o == nil || d.B*d.Heads*d.Nq == 0 {
@@ -886,64 +897,166 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, mask, out, lse []
 	iq, ik, iv := o.arg(q, qs, false), o.arg(k, ks, false), o.arg(v, vs, false)
 	im, ilse := o.arg(mask, d.B*d.Nk, false), o.arg(lse, d.B*d.Heads*d.Nq, false)
 	if o.start() {
-		ops, elem, ab := o.operands([]cu.DevicePtr{o.p(iq), o.p(ik), o.p(iv), o.p(idout)}, []int{qs, ks, vs, ospan})
-		Q, K, V, DO := ops[0], ops[1], ops[2], ops[3]
-		hd, H, block, rps := d.HeadDim, d.Heads, d.Nq*d.Nk, d.Heads*d.Nq
-		chunk := attnChunk(d, 4+4+2+2)
-		P, dP, D := o.scratch32(chunk*H*block), o.scratch32(chunk*H*block), o.scratch32(chunk*rps)
-		P16, dS16 := P, dP
-		if b.bf16 {
-			P16, _ = o.scratchBytesOK(chunk * H * block * 2)
-			dS16, _ = o.scratchBytesOK(chunk * H * block * 2)
-		}
-		for s0 := 0; s0 < d.B && o.ok; s0 += chunk {
-			n := min(chunk, d.B-s0)
-			qkv := func(base cu.DevicePtr, nrow, row, elem int) func(s, h int) cu.DevicePtr {
-				return func(s, h int) cu.DevicePtr { return at(base, s*nrow*row+h*hd, elem) }
-			}
-			q16, k16, v16, do16 := qkv(Q, d.Nq, d.QRow, elem), qkv(K, d.Nk, d.KRow, elem), qkv(V, d.Nk, d.VRow, elem), qkv(DO, d.Nq, d.ORow, elem)
-			batched := func(g cu.GemmOp, f func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr)) {
-				g.Batch, g.AB = n*H, ab
-				o.gemmPointers(g, func(i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) { return f(s0+i/H, i%H, i) })
-			}
-			batched(cu.GemmOp{TransB: true, M: d.Nq, N: d.Nk, K: hd, Alpha: d.Scale, Lda: d.QRow, Ldb: d.KRow, Ldc: d.Nk},
-				func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
-					return q16(s, h), k16(s, h), at(P, i*block, 4)
-				})
-			o.elementwise("attn_softmax_recompute", int64(n*H*block), P, off(o.p(ilse), s0*rps), off(o.p(im), s0*d.Nk), int32(n*rps), int32(d.Nk), int32(rps))
-			if b.bf16 {
-				o.elementwise("cast_bf16", int64(n*H*block), P16, P, int64(n*H*block))
-			}
-			if o.p(idv) != 0 {
-				batched(cu.GemmOp{TransA: true, M: d.Nk, N: hd, K: d.Nq, Alpha: 1, Beta: 1, Lda: d.Nk, Ldb: d.ORow, Ldc: d.VRow},
-					func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
-						return at(P16, i*block, elem), do16(s, h), off(o.p(idv), s*d.Nk*d.VRow+h*hd)
-					})
-			}
-			batched(cu.GemmOp{TransB: true, M: d.Nq, N: d.Nk, K: hd, Alpha: 1, Lda: d.ORow, Ldb: d.VRow, Ldc: d.Nk},
-				func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
-					return do16(s, h), v16(s, h), at(dP, i*block, 4)
-				})
-			o.elementwise("attn_rowdot", int64(n*rps), D, off(o.p(idout), s0*d.Nq*d.ORow), off(o.p(iout), s0*d.Nq*d.ORow), int32(n), int32(H), int32(d.Nq), int32(hd), int32(d.ORow))
-			o.elementwise("attn_softmax_backward", int64(n*H*block), dP, P, D, int32(n*rps), int32(d.Nk), d.Scale)
-			if b.bf16 {
-				o.elementwise("cast_bf16", int64(n*H*block), dS16, dP, int64(n*H*block))
-			}
-			if o.p(idq) != 0 {
-				batched(cu.GemmOp{M: d.Nq, N: hd, K: d.Nk, Alpha: 1, Beta: 1, Lda: d.Nk, Ldb: d.KRow, Ldc: d.QRow},
-					func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
-						return at(dS16, i*block, elem), k16(s, h), off(o.p(idq), s*d.Nq*d.QRow+h*hd)
-					})
-			}
-			if o.p(idk) != 0 {
-				batched(cu.GemmOp{TransA: true, M: d.Nk, N: hd, K: d.Nq, Alpha: 1, Beta: 1, Lda: d.Nk, Ldb: d.QRow, Ldc: d.KRow},
-					func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
-						return at(dS16, i*block, elem), q16(s, h), off(o.p(idk), s*d.Nk*d.KRow+h*hd)
-					})
-			}
+		p := attnPtrs{dq: o.p(idq), dk: o.p(idk), dv: o.p(idv), dout: o.p(idout), out: o.p(iout), q: o.p(iq), k: o.p(ik), v: o.p(iv), mask: o.p(im), lse: o.p(ilse)}
+		if hdp := b.flashFor(d); hdp != 0 {
+			o.flashAttentionBackward(p, d, hdp)
+		} else {
+			o.gemmAttentionBackward(p, []int{qs, ks, vs, ospan}, d)
 		}
 	}
 	o.end()
+}
+
+// flashFor returns the padded head dim of the fused kernels serving d, or 0
+// when the cuBLAS path does: with Options.Attention "gemm"
+// (FMTRAIN_CUDA_ATTENTION=gemm), for head dims above 128 (flashHeadDim),
+// and on a device whose blocks cannot have the tiles' shared memory.
+func (b *Backend) flashFor(d kernels.AttentionDims) int {
+	if b.attention == attnGEMM {
+		return 0
+	}
+	hdp := flashHeadDim(d.HeadDim)
+	if hdp == 0 {
+		return 0
+	}
+	for _, k := range flashKinds {
+		if flashShared(k, hdp) > b.sharedLimit() {
+			return 0
+		}
+	}
+	return hdp
+}
+
+// flashDims are the fused kernels' trailing arguments (heads … bf16).
+func (o *op) flashDims(d kernels.AttentionDims) []any {
+	bf16 := int32(0)
+	if o.b.bf16 {
+		bf16 = 1
+	}
+	return []any{int32(d.Heads), int32(d.Nq), int32(d.Nk), int32(d.HeadDim), int32(d.QRow), int32(d.KRow), int32(d.VRow), int32(d.ORow), d.Scale, bf16}
+}
+
+// attnPtrs are the device addresses of an attention backward's arguments
+// (0 for a nil gradient or mask).
+type attnPtrs struct {
+	dq, dk, dv, dout, out, q, k, v, mask, lse cu.DevicePtr
+}
+
+// flashAttentionBackward: D = rowsum(dO∘O) in fp32 (attn_rowdot), then
+// the deterministic two-kernel backward: dK and dV per key tile, dQ per
+// query tile, each skipped when its gradients are not wanted.
+func (o *op) flashAttentionBackward(p attnPtrs, d kernels.AttentionDims, hdp int) {
+	if d.Nk == 0 || p.dq == 0 && p.dk == 0 && p.dv == 0 {
+		return // nothing to add
+	}
+	rows := d.B * d.Heads * d.Nq
+	D := o.scratch32(rows)
+	o.elementwise("attn_rowdot", int64(rows), D, p.dout, p.out, int32(d.B), int32(d.Heads), int32(d.Nq), int32(d.HeadDim), int32(d.ORow))
+	dims := o.flashDims(d)
+	if p.dk != 0 || p.dv != 0 {
+		o.launchOptIn(flashDKDV.kernel(hdp), flashCfg(flashDKDV, d, hdp), append([]any{p.dk, p.dv, p.dout, p.q, p.k, p.v, p.mask, p.lse, D}, dims...)...)
+	}
+	if p.dq != 0 {
+		o.launchOptIn(flashDQ.kernel(hdp), flashCfg(flashDQ, d, hdp), append([]any{p.dq, p.dout, p.q, p.k, p.v, p.mask, p.lse, D}, dims...)...)
+	}
+}
+
+// gemmAttentionForward: for each chunk of samples, S = scale·QKᵀ for every
+// (sample, head) in one batched GEMM, a fused masked softmax that also
+// writes the log-sum-exp, and O = PV in a second batched GEMM. The chunk's
+// score blocks are the only intermediate. spans are q's, k's and v's floats.
+func (o *op) gemmAttentionForward(out, lse, q, k, v, mask cu.DevicePtr, spans []int, d kernels.AttentionDims) {
+	b := o.b
+	ops, elem, ab := o.operands([]cu.DevicePtr{q, k, v}, spans)
+	Q, K, V := ops[0], ops[1], ops[2]
+	hd, H, block, rps := d.HeadDim, d.Heads, d.Nq*d.Nk, d.Heads*d.Nq
+	chunk := attnChunk(d, 4+2)
+	S := o.scratch32(chunk * H * block)
+	P := S
+	if b.bf16 {
+		P, _ = o.scratchBytesOK(chunk * H * block * 2)
+	}
+	for s0 := 0; s0 < d.B && o.ok; s0 += chunk {
+		n := min(chunk, d.B-s0)
+		o.gemmPointers(cu.GemmOp{TransB: true, M: d.Nq, N: d.Nk, K: hd, Alpha: d.Scale, Lda: d.QRow, Ldb: d.KRow, Ldc: d.Nk, Batch: n * H, AB: ab},
+			func(i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
+				s, h := s0+i/H, i%H
+				return at(Q, s*d.Nq*d.QRow+h*hd, elem), at(K, s*d.Nk*d.KRow+h*hd, elem), at(S, i*block, 4)
+			})
+		o.launch("attn_softmax_forward", warpPerRowCfg(n*rps), S, off(lse, s0*rps), off(mask, s0*d.Nk), int32(n*rps), int32(d.Nk), int32(rps))
+		if b.bf16 {
+			o.elementwise("cast_bf16", int64(n*H*block), P, S, int64(n*H*block))
+		}
+		o.gemmPointers(cu.GemmOp{M: d.Nq, N: hd, K: d.Nk, Alpha: 1, Lda: d.Nk, Ldb: d.VRow, Ldc: d.ORow, Batch: n * H, AB: ab},
+			func(i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
+				s, h := s0+i/H, i%H
+				return at(P, i*block, elem), at(V, s*d.Nk*d.VRow+h*hd, elem), off(out, s*d.Nq*d.ORow+h*hd)
+			})
+	}
+}
+
+// gemmAttentionBackward: per chunk of samples, P recomputed by a batched
+// GEMM and attn_softmax_recompute, then four batched GEMMs (dV, dP, dQ,
+// dK) and the softmax backward between them. spans are q's, k's, v's and
+// dout's floats.
+func (o *op) gemmAttentionBackward(p attnPtrs, spans []int, d kernels.AttentionDims) {
+	b := o.b
+	ops, elem, ab := o.operands([]cu.DevicePtr{p.q, p.k, p.v, p.dout}, spans)
+	Q, K, V, DO := ops[0], ops[1], ops[2], ops[3]
+	hd, H, block, rps := d.HeadDim, d.Heads, d.Nq*d.Nk, d.Heads*d.Nq
+	chunk := attnChunk(d, 4+4+2+2)
+	P, dP, D := o.scratch32(chunk*H*block), o.scratch32(chunk*H*block), o.scratch32(chunk*rps)
+	P16, dS16 := P, dP
+	if b.bf16 {
+		P16, _ = o.scratchBytesOK(chunk * H * block * 2)
+		dS16, _ = o.scratchBytesOK(chunk * H * block * 2)
+	}
+	for s0 := 0; s0 < d.B && o.ok; s0 += chunk {
+		n := min(chunk, d.B-s0)
+		qkv := func(base cu.DevicePtr, nrow, row, elem int) func(s, h int) cu.DevicePtr {
+			return func(s, h int) cu.DevicePtr { return at(base, s*nrow*row+h*hd, elem) }
+		}
+		q16, k16, v16, do16 := qkv(Q, d.Nq, d.QRow, elem), qkv(K, d.Nk, d.KRow, elem), qkv(V, d.Nk, d.VRow, elem), qkv(DO, d.Nq, d.ORow, elem)
+		batched := func(g cu.GemmOp, f func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr)) {
+			g.Batch, g.AB = n*H, ab
+			o.gemmPointers(g, func(i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) { return f(s0+i/H, i%H, i) })
+		}
+		batched(cu.GemmOp{TransB: true, M: d.Nq, N: d.Nk, K: hd, Alpha: d.Scale, Lda: d.QRow, Ldb: d.KRow, Ldc: d.Nk},
+			func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
+				return q16(s, h), k16(s, h), at(P, i*block, 4)
+			})
+		o.elementwise("attn_softmax_recompute", int64(n*H*block), P, off(p.lse, s0*rps), off(p.mask, s0*d.Nk), int32(n*rps), int32(d.Nk), int32(rps))
+		if b.bf16 {
+			o.elementwise("cast_bf16", int64(n*H*block), P16, P, int64(n*H*block))
+		}
+		if p.dv != 0 {
+			batched(cu.GemmOp{TransA: true, M: d.Nk, N: hd, K: d.Nq, Alpha: 1, Beta: 1, Lda: d.Nk, Ldb: d.ORow, Ldc: d.VRow},
+				func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
+					return at(P16, i*block, elem), do16(s, h), off(p.dv, s*d.Nk*d.VRow+h*hd)
+				})
+		}
+		batched(cu.GemmOp{TransB: true, M: d.Nq, N: d.Nk, K: hd, Alpha: 1, Lda: d.ORow, Ldb: d.VRow, Ldc: d.Nk},
+			func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
+				return do16(s, h), v16(s, h), at(dP, i*block, 4)
+			})
+		o.elementwise("attn_rowdot", int64(n*rps), D, off(p.dout, s0*d.Nq*d.ORow), off(p.out, s0*d.Nq*d.ORow), int32(n), int32(H), int32(d.Nq), int32(hd), int32(d.ORow))
+		o.elementwise("attn_softmax_backward", int64(n*H*block), dP, P, D, int32(n*rps), int32(d.Nk), d.Scale)
+		if b.bf16 {
+			o.elementwise("cast_bf16", int64(n*H*block), dS16, dP, int64(n*H*block))
+		}
+		if p.dq != 0 {
+			batched(cu.GemmOp{M: d.Nq, N: hd, K: d.Nk, Alpha: 1, Beta: 1, Lda: d.Nk, Ldb: d.KRow, Ldc: d.QRow},
+				func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
+					return at(dS16, i*block, elem), k16(s, h), off(p.dq, s*d.Nq*d.QRow+h*hd)
+				})
+		}
+		if p.dk != 0 {
+			batched(cu.GemmOp{TransA: true, M: d.Nk, N: hd, K: d.Nq, Alpha: 1, Beta: 1, Lda: d.Nk, Ldb: d.QRow, Ldc: d.KRow},
+				func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
+					return at(dS16, i*block, elem), q16(s, h), off(p.dk, s*d.Nk*d.KRow+h*hd)
+				})
+		}
+	}
 }
 
 // patch runs one of the four patch kernels; write is the output, read the input.

@@ -86,6 +86,29 @@ func TestLaunchShapesForBenchConfigs(t *testing.T) {
 		if cfg := mseCfg(n); cfg.grid.X > msePartialBlocks || cfg.block.X != 256 {
 			t.Errorf("%s: mse %v (mse_partial's shared array holds 256)", c.name, cfg)
 		}
+		// Fused attention: every tile of every (sample, head) covered, once,
+		// within the H200's shared memory (fakeDevice's).
+		hdp := flashHeadDim(c.D / c.heads)
+		if hdp == 0 {
+			t.Errorf("%s: head dim %d has no fused kernel", c.name, c.D/c.heads)
+		}
+		for _, nk := range []int{N, c.S} {
+			d := kernels.AttentionDims{B: c.B, Heads: c.heads, Nq: N, Nk: nk}
+			for _, kind := range flashKinds {
+				cfg := flashCfg(kind, d, hdp)
+				cfg.optIn = 227 << 10
+				if err := cfg.validate(kind.kernel(hdp)); err != nil {
+					t.Errorf("%s: %v", c.name, err)
+				}
+				n, tile := N, flashBR
+				if kind == flashDKDV {
+					n, tile = nk, flashBCBwd
+				}
+				if per := cfg.grid.X / (c.B * c.heads); cfg.grid.X%(c.B*c.heads) != 0 || per*tile < n || (per-1)*tile >= n || cfg.block.X != flashThreads {
+					t.Errorf("%s: %s grid %v block %v for %d rows", c.name, kind.kernel(hdp), cfg.grid, cfg.block, n)
+				}
+			}
+		}
 		// Attention score blocks: a chunk of samples within the budget.
 		for _, bytesPerScore := range []int{4 + 2, 4 + 4 + 2 + 2} {
 			for _, nk := range []int{N, c.S} {
@@ -153,13 +176,27 @@ func runAllOps(b *Backend, c benchConfig, B int, alloc func(int) []float32) {
 
 	out, dout, lse := alloc(rows*D), alloc(rows*D), alloc(B*c.heads*N)
 	self := kernels.AttentionDims{B: B, Heads: c.heads, Nq: N, Nk: N, HeadDim: hd, QRow: 3 * D, KRow: 3 * D, VRow: 3 * D, ORow: D, Scale: float32(1 / math.Sqrt(float64(hd)))}
-	b.AttentionForward(out, lse, qkv[0:], qkv[D:], qkv[2*D:], nil, self)
-	b.AttentionBackward(dqkv[0:], dqkv[D:], dqkv[2*D:], dout, qkv[0:], qkv[D:], qkv[2*D:], nil, out, lse, self)
-
 	q, dq, kv, dkv, mask := alloc(rows*D), alloc(rows*D), alloc(B*S*2*D), alloc(B*S*2*D), alloc(B*S)
 	cross := kernels.AttentionDims{B: B, Heads: c.heads, Nq: N, Nk: S, HeadDim: hd, QRow: D, KRow: 2 * D, VRow: 2 * D, ORow: D, Scale: self.Scale}
-	b.AttentionForward(out, lse, q, kv[0:], kv[D:], mask, cross)
-	b.AttentionBackward(dq, dkv[0:], dkv[D:], dout, q, kv[0:], kv[D:], mask, out, lse, cross)
+	// The config's attention on both implementations, then the fused
+	// kernels at every padded head dim (one head of that width).
+	mode := b.attention
+	for _, m := range []attnMode{attnFused, attnGEMM} {
+		b.attention = m
+		b.AttentionForward(out, lse, qkv[0:], qkv[D:], qkv[2*D:], nil, self)
+		b.AttentionBackward(dqkv[0:], dqkv[D:], dqkv[2*D:], dout, qkv[0:], qkv[D:], qkv[2*D:], nil, out, lse, self)
+		b.AttentionForward(out, lse, q, kv[0:], kv[D:], mask, cross)
+		b.AttentionBackward(dq, dkv[0:], dkv[D:], dout, q, kv[0:], kv[D:], mask, out, lse, cross)
+	}
+	b.attention = mode
+	for _, w := range flashHeadDims {
+		if w > D {
+			continue // D ≥ 128 in every bench config
+		}
+		one := kernels.AttentionDims{B: B, Heads: 1, Nq: N, Nk: S, HeadDim: w, QRow: D, KRow: 2 * D, VRow: 2 * D, ORow: D, Scale: self.Scale}
+		b.AttentionForward(out, lse, q, kv[0:], kv[D:], mask, one)
+		b.AttentionBackward(dq, dkv[0:], dkv[D:], dout, q, kv[0:], kv[D:], mask, out, lse, one)
+	}
 
 	u, du := alloc(rows*M), alloc(rows*M)
 	b.GELUForward(u, u, rows*M)

@@ -13,6 +13,7 @@ package cuda
 import (
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"unsafe"
 
@@ -103,12 +104,17 @@ func emuGemm(g cu.GemmOp) {
 	}
 }
 
-// emuKernel runs kernel name's .cu body over its whole index space.
-func emuKernel(name string, cfg launchCfg, args []any) error {
+// emuKernel runs kernel name's .cu body over its whole index space (the
+// fused attention kernels block by block and thread by thread, see
+// emu_flash_test.go).
+func emuKernel(f *fakeDevice, name string, cfg launchCfg, args []any) error {
+	if strings.HasPrefix(name, "flash_attn_") {
+		return emuFlash(f, name, cfg, args)
+	}
 	p := func(i int) cu.DevicePtr { return args[i].(cu.DevicePtr) }
 	i32 := func(i int) int { return int(args[i].(int32)) }
 	i64 := func(i int) int { return int(args[i].(int64)) }
-	f := func(i int) float32 { return args[i].(float32) }
+	fl := func(i int) float32 { return args[i].(float32) }
 	switch name {
 	case "cast_bf16":
 		n := i64(2)
@@ -193,12 +199,12 @@ func emuKernel(name string, cfg launchCfg, args []any) error {
 		n := i64(3)
 		d, pr, tg := f32s(p(0), n), f32s(p(1), n), f32s(p(2), n)
 		for i := range n {
-			d[i] += f(4) * (pr[i] - tg[i])
+			d[i] += fl(4) * (pr[i] - tg[i])
 		}
 	case "adamw":
 		n := i64(4)
 		P, M, V, G := f32s(p(0), n), f32s(p(1), n), f32s(p(2), n), f32s(p(3), n)
-		decay, b1, a1, b2, a2, bc2s, negStep, eps := f(5), f(6), f(7), f(8), f(9), f(10), f(11), f(12)
+		decay, b1, a1, b2, a2, bc2s, negStep, eps := fl(5), fl(6), fl(7), fl(8), fl(9), fl(10), fl(11), fl(12)
 		for i := range n {
 			g := G[i]
 			pi := P[i] * decay
@@ -209,7 +215,7 @@ func emuKernel(name string, cfg launchCfg, args []any) error {
 			M[i], V[i] = mi, vi
 		}
 	case "scale_matrix":
-		rows, cols, ldc, beta := i64(1), i32(2), i32(3), f(4)
+		rows, cols, ldc, beta := i64(1), i32(2), i32(3), fl(4)
 		c := f32s(p(0), (rows-1)*ldc+cols)
 		for r := range rows {
 			for j := range cols {
@@ -222,7 +228,7 @@ func emuKernel(name string, cfg launchCfg, args []any) error {
 		}
 	case "scale_vector":
 		for i, d := 0, f32s(p(0), i64(2)); i < len(d); i++ {
-			d[i] *= f(1)
+			d[i] *= fl(1)
 		}
 	case "colsum_partial":
 		R, C, per := i32(3), i32(4), i32(5)
@@ -393,7 +399,7 @@ func emuKernel(name string, cfg launchCfg, args []any) error {
 			D[r] = s
 		}
 	case "attn_softmax_backward":
-		rows, nk, scale := i32(3), i32(4), f(5)
+		rows, nk, scale := i32(3), i32(4), fl(5)
 		dP, P, D := f32s(p(0), rows*nk), f32s(p(1), rows*nk), f32s(p(2), rows)
 		for i := range dP {
 			dP[i] = P[i] * (dP[i] - D[i/nk]) * scale

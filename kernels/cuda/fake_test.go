@@ -35,6 +35,9 @@ type fakeDevice struct {
 	// uploads keeps small host→device copies (pointer arrays) when not emulating.
 	uploads map[uintptr][]byte
 	dinfo   cu.DeviceInfo
+	// optIns is each kernel's dynamic shared memory limit raised by
+	// optInShared (a launch above 48 KiB without it fails, as on a GPU).
+	optIns map[string]int
 }
 
 type fakeLaunch struct {
@@ -44,7 +47,7 @@ type fakeLaunch struct {
 }
 
 func newFakeDevice(t *testing.T) *fakeDevice {
-	return &fakeDevice{t: t, next: 1 << 44, blocks: map[uintptr]uintptr{}, managed: map[uintptr][]float32{}, backing: map[uintptr][]uint64{}, uploads: map[uintptr][]byte{}, freeMem: 140 << 30,
+	return &fakeDevice{t: t, next: 1 << 44, blocks: map[uintptr]uintptr{}, managed: map[uintptr][]float32{}, backing: map[uintptr][]uint64{}, uploads: map[uintptr][]byte{}, optIns: map[string]int{}, freeMem: 140 << 30,
 		dinfo: cu.DeviceInfo{Name: "Fake H200", ComputeMajor: 9, Multiprocessors: 132, MaxSharedPerBlockOptin: 227 << 10, TotalMemory: 141 << 30}}
 }
 
@@ -72,10 +75,45 @@ func (f *fakeDevice) launch(name string, cfg launchCfg, args ...any) error {
 			f.t.Errorf("launch %s: argument %d = %#x points outside every allocation", name, i, uintptr(p))
 		}
 	}
+	if cfg.shared > defaultSharedLimit && f.optIns[name] < cfg.shared || cfg.shared > f.dinfo.MaxSharedPerBlockOptin {
+		f.t.Errorf("launch %s: %d bytes of dynamic shared memory, opted in to %d, the device allows %d", name, cfg.shared, f.optIns[name], f.dinfo.MaxSharedPerBlockOptin)
+		return fmt.Errorf("fake: launch %s: CUDA_ERROR_INVALID_VALUE", name)
+	}
 	f.launches = append(f.launches, fakeLaunch{name, cfg, args})
 	if f.emulate {
-		return emuKernel(name, cfg, args)
+		return emuKernel(f, name, cfg, args)
 	}
+	return nil
+}
+
+// optInShared records the raised limit (cuFuncSetAttribute on a GPU).
+func (f *fakeDevice) optInShared(kernel string, bytes int) error {
+	if bytes > f.dinfo.MaxSharedPerBlockOptin {
+		return fmt.Errorf("fake: cuFuncSetAttribute(%s, %d bytes): CUDA_ERROR_INVALID_VALUE", kernel, bytes)
+	}
+	f.optIns[kernel] = bytes
+	return nil
+}
+
+// mem views device memory from p to the end of the allocation holding it
+// (nil for p == 0), so an emulated kernel that indexes past its
+// allocation panics.
+func (f *fakeDevice) mem(p cu.DevicePtr) []float32 {
+	if p == 0 {
+		return nil
+	}
+	a := uintptr(p)
+	for lo, hi := range f.blocks {
+		if a >= lo && a < hi {
+			return f32s(p, int(hi-a)/4)
+		}
+	}
+	for lo, s := range f.managed {
+		if hi := lo + uintptr(len(s))*4; a >= lo && a < hi {
+			return f32s(p, int(hi-a)/4)
+		}
+	}
+	f.t.Errorf("emulator: %#x is in no allocation", a)
 	return nil
 }
 
@@ -232,7 +270,11 @@ func (f *fakeDevice) sync() error              { f.syncs++; return nil }
 func (f *fakeDevice) close() error             { return nil }
 func (f *fakeDevice) info() cu.DeviceInfo      { return f.dinfo }
 
-var _ device = (*fakeDevice)(nil)
+var (
+	_ device        = (*fakeDevice)(nil)
+	_ sharedOptIner = (*fakeDevice)(nil)
+	_ sharedOptIner = (*gpu)(nil)
+)
 
 // kernelsLaunched lists the distinct kernel names launched, sorted.
 func (f *fakeDevice) kernelsLaunched() []string {

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	cu "github.com/fmtrain/fmtrain/cuda"
+	"github.com/fmtrain/fmtrain/kernels"
 )
 
 // argKind is the kind of one kernel parameter.
@@ -92,6 +93,9 @@ const (
 type launchCfg struct {
 	grid, block cu.Dim3
 	shared      int
+	// optIn is the dynamic shared memory the kernel was allowed beyond the
+	// default (launchOptIn sets it after cuFuncSetAttribute); 0: none.
+	optIn int
 }
 
 // validate checks a shape against the hardware limits.
@@ -104,7 +108,7 @@ func (c launchCfg) validate(name string) error {
 		return fmt.Errorf("kernels/cuda: %s: block %v has more than %d threads", name, b, maxThreadsPerBlock)
 	case g.X > maxGridX || g.Y > maxGridYZ || g.Z > maxGridYZ:
 		return fmt.Errorf("kernels/cuda: %s: grid %v exceeds the limits", name, g)
-	case c.shared > defaultSharedLimit:
+	case c.shared > max(defaultSharedLimit, c.optIn):
 		return fmt.Errorf("kernels/cuda: %s: %d bytes of dynamic shared memory needs an opt-in", name, c.shared)
 	}
 	return nil
@@ -159,4 +163,119 @@ const msePartialBlocks = 1024
 func mseCfg(n int64) launchCfg {
 	blocks := min((n+elemBlock-1)/elemBlock, msePartialBlocks)
 	return launchCfg{grid: cu.Dim3{X: int(max(blocks, 1)), Y: 1, Z: 1}, block: cu.Dim3{X: elemBlock, Y: 1, Z: 1}}
+}
+
+// sharedOptIner is a device that can allow a kernel more than the default
+// 48 KiB of dynamic shared memory per block (the gpu: cuFuncSetAttribute).
+type sharedOptIner interface {
+	optInShared(kernel string, bytes int) error
+}
+
+// optInShared raises kernel's dynamic shared memory limit to bytes.
+func (g *gpu) optInShared(kernel string, bytes int) error {
+	f, ok := g.funcs[kernel]
+	if !ok {
+		return fmt.Errorf("kernels/cuda: no kernel %s", kernel)
+	}
+	return f.SetMaxDynamicShared(bytes)
+}
+
+// sharedLimit is the most dynamic shared memory a block may opt in to on
+// this device (the default 48 KiB when the device does not say).
+func (b *Backend) sharedLimit() int {
+	return max(b.dev.info().MaxSharedPerBlockOptin, defaultSharedLimit)
+}
+
+// launchOptIn launches a kernel whose dynamic shared memory may exceed the
+// default, first raising the kernel's limit to cfg.shared. The attribute is
+// a host-side setting of the function and idempotent, so it is set before
+// every such launch rather than remembered.
+func (o *op) launchOptIn(kernel string, cfg launchCfg, args ...any) {
+	if !o.ok {
+		return
+	}
+	if cfg.shared > defaultSharedLimit {
+		if lim := o.b.sharedLimit(); cfg.shared > lim {
+			o.failf(fmt.Errorf("%s needs %d bytes of shared memory per block, the device allows %d", kernel, cfg.shared, lim))
+			return
+		}
+		d, ok := o.b.dev.(sharedOptIner)
+		if !ok {
+			o.failf(fmt.Errorf("%s needs %d bytes of shared memory per block and the device cannot allow more than %d", kernel, cfg.shared, defaultSharedLimit))
+			return
+		}
+		if err := d.optInShared(kernel, cfg.shared); err != nil {
+			o.failf(err)
+			return
+		}
+		cfg.optIn = cfg.shared
+	}
+	o.launch(kernel, cfg, args...)
+}
+
+// The fused attention kernels' tiling (flash_attention.cu's FA_* constants).
+const (
+	flashThreads = 128
+	flashBR      = 64 // query rows per tile
+	flashBCFwd   = 64 // keys per tile, forward
+	flashBCBwd   = 32 // keys per tile, backward
+)
+
+// flashKind is one of the three fused attention kernels.
+type flashKind int
+
+const (
+	flashForward flashKind = iota
+	flashDKDV
+	flashDQ
+)
+
+var flashKinds = []flashKind{flashForward, flashDKDV, flashDQ}
+
+// flashHeadDims are the padded head dims the kernels are instantiated for.
+var flashHeadDims = []int{32, 64, 96, 128}
+
+// flashHeadDim is the padded head dim of the instantiation serving head dim
+// hd, 0 when none does (hd > 128: the kernels keep hd/16 accumulators per
+// row in registers, and beyond 128 they would spill).
+func flashHeadDim(hd int) int {
+	for _, p := range flashHeadDims {
+		if hd >= 1 && hd <= p {
+			return p
+		}
+	}
+	return 0
+}
+
+// kernel names the instantiation for padded head dim hdp.
+func (k flashKind) kernel(hdp int) string {
+	return fmt.Sprintf("flash_attn_%s_%d", [...]string{"forward", "backward_dkdv", "backward_dq"}[k], hdp)
+}
+
+// flashShared is the dynamic shared memory of kind at padded head dim hdp:
+// flash_attention.cu's carve-up, fp32 tiles with rows padded by one float.
+func flashShared(kind flashKind, hdp int) int {
+	ld := hdp + 1
+	var floats int
+	switch kind {
+	case flashForward: // sQ [BR], sK, sV [BC] of ld; sP [BR][BC+1]
+		floats = flashBR*ld + 2*flashBCFwd*ld + flashBR*(flashBCFwd+1)
+	case flashDKDV: // sK, sV [BC], sQ, sdO [BR] of ld; sP, sdS [BR][BC+1]; sL, sD [BR]
+		floats = 2*flashBCBwd*ld + 2*flashBR*ld + 2*flashBR*(flashBCBwd+1) + 2*flashBR
+	case flashDQ: // sQ, sdO [BR], sK, sV [BC] of ld; sdS [BR][BC+1]; sL, sD [BR]
+		floats = 2*flashBR*ld + 2*flashBCBwd*ld + flashBR*(flashBCBwd+1) + 2*flashBR
+	}
+	return 4 * floats
+}
+
+// flashCfg launches one block of flashThreads per tile of every (sample,
+// head): tiles of flashBR query rows for the forward and dQ kernels, of
+// flashBCBwd keys for dK/dV.
+func flashCfg(kind flashKind, d kernels.AttentionDims, hdp int) launchCfg {
+	n, tile := d.Nq, flashBR
+	if kind == flashDKDV {
+		n, tile = d.Nk, flashBCBwd
+	}
+	tiles := (n + tile - 1) / tile
+	return launchCfg{grid: cu.Dim3{X: tiles * d.B * d.Heads, Y: 1, Z: 1}, block: cu.Dim3{X: flashThreads, Y: 1, Z: 1}, shared: flashShared(kind, hdp)}
 }

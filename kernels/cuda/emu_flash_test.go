@@ -1,0 +1,617 @@
+package cuda
+
+// The emulator's fused attention kernels: Go transcriptions of
+// flash_attention.cu, function for function and line for line, run the way
+// a GPU runs them. Each thread of a block is a goroutine with the .cu's
+// registers as its locals; shared memory is one []float32 per block,
+// poisoned with NaN so that a read of a word no thread wrote shows in the
+// results; __syncthreads is a barrier over the block's goroutines, and
+// __shfl_xor_sync an exchange between two barriers. Blocks run several at
+// a time. Under the race detector (go test -race) a missing __syncthreads,
+// or two threads or blocks writing one gradient element, is a data race
+// and fails the test. A kernel that indexes past its allocation
+// (fakeDevice.mem) or past its shared memory panics, and the panic is
+// reported as the launch's error.
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	cu "github.com/fmtrain/fmtrain/cuda"
+)
+
+// emuBarrier is a barrier over n threads: the whole block (__syncthreads)
+// or one warp (the synchronisation of __shfl_xor_sync, which orders only
+// the warp's own lanes, so a missing __syncthreads stays a race).
+type emuBarrier struct {
+	mu      sync.Mutex
+	cond    *sync.Cond
+	n       int
+	arrived int // threads waiting now
+	gen     int // barriers completed
+	exited  int
+	err     error
+}
+
+func newEmuBarrier(n int) *emuBarrier {
+	b := &emuBarrier{n: n}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+// wait blocks until all n threads arrive. A thread that has returned never
+// will: that is an error (a divergent barrier, undefined on a GPU).
+func (b *emuBarrier) wait() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	gen := b.gen
+	b.arrived++
+	if b.arrived == b.n {
+		b.arrived = 0
+		b.gen++
+		b.cond.Broadcast()
+	}
+	for gen == b.gen && b.err == nil {
+		if b.exited > 0 {
+			b.err = errors.New("barrier not reached by every thread")
+			b.cond.Broadcast()
+			break
+		}
+		b.cond.Wait()
+	}
+	if gen == b.gen {
+		return b.err
+	}
+	return nil
+}
+
+// exit marks one thread as returned.
+func (b *emuBarrier) exit() {
+	b.mu.Lock()
+	b.exited++
+	b.cond.Broadcast()
+	b.mu.Unlock()
+}
+
+// fail ends every wait with err.
+func (b *emuBarrier) fail(err error) {
+	b.mu.Lock()
+	if b.err == nil {
+		b.err = err
+	}
+	b.cond.Broadcast()
+	b.mu.Unlock()
+}
+
+// emuBlock is one thread block being emulated.
+type emuBlock struct {
+	idx   int // blockIdx.x
+	smem  []float32
+	shfl  [2][]float32 // __shfl_xor_sync's exchange slots, emuShflWidth per thread
+	bar   *emuBarrier
+	warps []*emuBarrier
+}
+
+func (b *emuBlock) barriers() []*emuBarrier { return append([]*emuBarrier{b.bar}, b.warps...) }
+
+// fail stops the block: every thread waiting, or arriving later, at any
+// of its barriers ends.
+func (b *emuBlock) fail(err error) {
+	for _, bar := range b.barriers() {
+		bar.fail(err)
+	}
+}
+
+// err is the block's first failure.
+func (b *emuBlock) err() error {
+	for _, bar := range b.barriers() {
+		bar.mu.Lock()
+		err := bar.err
+		bar.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// emuThread is one thread: threadIdx.x = tid of block b.
+type emuThread struct {
+	b        *emuBlock
+	tid      int
+	shuffles int // shflXor calls so far
+}
+
+// syncthreads is __syncthreads().
+func (t *emuThread) syncthreads() { t.await(t.b.bar, "__syncthreads") }
+
+func (t *emuThread) await(bar *emuBarrier, what string) {
+	if err := bar.wait(); err != nil {
+		t.b.fail(fmt.Errorf("%s: %w", what, err))
+		runtime.Goexit()
+	}
+}
+
+// exit marks the thread as returned.
+func (t *emuThread) exit() {
+	t.b.bar.exit()
+	t.b.warps[t.tid/32].exit()
+}
+
+// shflXor is __shfl_xor_sync(0xffffffff, v[i], lane) for every element of
+// v (the .cu's unrolled loop over rows, whose shuffles are independent):
+// every lane of the warp calls it together (the .cu's shuffles are never
+// divergent) and gets lane tid^lane's values. The slots are double
+// buffered: a lane writes one set again only two shuffles later, after
+// every lane has passed the barrier that follows its read of it.
+func (t *emuThread) shflXor(v []float32, lane int) []float32 {
+	if lane <= 0 || lane >= 32 || len(v) > emuShflWidth {
+		panic(fmt.Sprintf("shuffle of %d values with lane mask %d", len(v), lane))
+	}
+	slots := t.b.shfl[t.shuffles%2]
+	t.shuffles++
+	copy(slots[t.tid*emuShflWidth:], v)
+	t.await(t.b.warps[t.tid/32], "__shfl_xor_sync")
+	src := (t.tid ^ lane) * emuShflWidth
+	return slices.Clone(slots[src : src+len(v)])
+}
+
+// emuShflWidth is the most values one shflXor exchanges.
+const emuShflWidth = 8
+
+// emuBlocksAtOnce is how many blocks run concurrently.
+const emuBlocksAtOnce = 2
+
+// emuLaunch runs body for every thread of every block of a 1-D launch.
+func emuLaunch(cfg launchCfg, body func(t *emuThread)) error {
+	if cfg.grid.Y != 1 || cfg.grid.Z != 1 || cfg.block.Y != 1 || cfg.block.Z != 1 {
+		return fmt.Errorf("emulator: only 1-D launches, got grid %v block %v", cfg.grid, cfg.block)
+	}
+	var errs []error
+	for b0 := 0; b0 < cfg.grid.X; b0 += emuBlocksAtOnce {
+		var wg sync.WaitGroup
+		var blocks []*emuBlock
+		for bi := b0; bi < min(cfg.grid.X, b0+emuBlocksAtOnce); bi++ {
+			if cfg.block.X%32 != 0 {
+				return fmt.Errorf("emulator: block of %d threads is not whole warps", cfg.block.X)
+			}
+			blk := &emuBlock{idx: bi, smem: make([]float32, cfg.shared/4), bar: newEmuBarrier(cfg.block.X)}
+			for i := range blk.shfl {
+				blk.shfl[i] = make([]float32, cfg.block.X*emuShflWidth)
+			}
+			for range cfg.block.X / 32 {
+				blk.warps = append(blk.warps, newEmuBarrier(32))
+			}
+			for i := range blk.smem {
+				blk.smem[i] = float32(math.NaN())
+			}
+			blocks = append(blocks, blk)
+			for tid := range cfg.block.X {
+				wg.Add(1)
+				go func() {
+					t := &emuThread{b: blk, tid: tid}
+					defer wg.Done()
+					defer t.exit()
+					defer func() {
+						if r := recover(); r != nil {
+							blk.fail(fmt.Errorf("thread %d: %v", tid, r))
+						}
+					}()
+					body(t)
+				}()
+			}
+		}
+		wg.Wait()
+		for _, blk := range blocks {
+			if err := blk.err(); err != nil {
+				errs = append(errs, fmt.Errorf("block %d: %w", blk.idx, err))
+			}
+		}
+		if len(errs) > 0 {
+			return errors.Join(errs...)
+		}
+	}
+	return nil
+}
+
+// faArgs are the kernels' trailing arguments (heads … bf16).
+type faArgs struct {
+	heads, nq, nk, hd, qrow, krow, vrow, orow int
+	scale                                     float32
+	bf16                                      bool
+}
+
+// emuFlash decodes a flash_attn_<kind>_<HDP> launch and runs its
+// transcription.
+func emuFlash(f *fakeDevice, name string, cfg launchCfg, args []any) error {
+	cut := strings.LastIndexByte(name, '_')
+	hdp, err := strconv.Atoi(name[cut+1:])
+	if err != nil {
+		return fmt.Errorf("emulator: %s: %w", name, err)
+	}
+	g := func(i int) []float32 { return f.mem(args[i].(cu.DevicePtr)) }
+	tail := args[len(args)-10:]
+	i32 := func(i int) int { return int(tail[i].(int32)) }
+	a := faArgs{heads: i32(0), nq: i32(1), nk: i32(2), hd: i32(3), qrow: i32(4), krow: i32(5), vrow: i32(6), orow: i32(7), scale: tail[8].(float32), bf16: i32(9) != 0}
+	switch name[:cut] {
+	case "flash_attn_forward":
+		O, lse, Q, K, V, mask := g(0), g(1), g(2), g(3), g(4), g(5)
+		return emuLaunch(cfg, func(t *emuThread) { faForward(t, hdp, O, lse, Q, K, V, mask, a) })
+	case "flash_attn_backward_dkdv":
+		dK, dV, dO, Q, K, V, mask, lse, D := g(0), g(1), g(2), g(3), g(4), g(5), g(6), g(7), g(8)
+		return emuLaunch(cfg, func(t *emuThread) { faBackwardDKDV(t, hdp, dK, dV, dO, Q, K, V, mask, lse, D, a) })
+	case "flash_attn_backward_dq":
+		dQ, dO, Q, K, V, mask, lse, D := g(0), g(1), g(2), g(3), g(4), g(5), g(6), g(7)
+		return emuLaunch(cfg, func(t *emuThread) { faBackwardDQ(t, hdp, dQ, dO, Q, K, V, mask, lse, D, a) })
+	}
+	return fmt.Errorf("emulator: no transcription of kernel %s", name)
+}
+
+// From here on, flash_attention.cu in Go, in its order. Template
+// parameters are arguments; register arrays are slices.
+
+var faInf = float32(math.Inf(1))
+
+func expf(x float32) float32       { return float32(math.Exp(float64(x))) }
+func logf(x float32) float32       { return float32(math.Log(float64(x))) }
+func fmaf(a, b, c float32) float32 { return float32(math.FMA(float64(a), float64(b), float64(c))) }
+func fmaxf(a, b float32) float32   { return max(a, b) }
+func faRound(v float32, bf16 bool) float32 {
+	if bf16 {
+		return bf16Float(bf16Bits(v))
+	}
+	return v
+}
+
+func grid2(rows, cols int) [][]float32 {
+	m := make([][]float32, rows)
+	for i := range m {
+		m[i] = make([]float32, cols)
+	}
+	return m
+}
+
+// faLoadTile is fa_load_tile.
+func faLoadTile(t *emuThread, hdp int, tile []float32, rows int, src []float32, base, row0, n, hd, rowStride int, bf16 bool) {
+	for idx := t.tid; idx < rows*hdp; idx += flashThreads {
+		r, c := idx/hdp, idx%hdp
+		v := float32(0)
+		if row0+r < n && c < hd {
+			v = faRound(src[base+(row0+r)*rowStride+c], bf16)
+		}
+		tile[r*(hdp+1)+c] = v
+	}
+}
+
+// faLoadRowStats is fa_load_row_stats.
+func faLoadRowStats(t *emuThread, sL, sD, lse, D []float32, rowBase, row0, nq int) {
+	for r := t.tid; r < flashBR; r += flashThreads {
+		in := row0+r < nq
+		sL[r], sD[r] = faInf, 0
+		if in {
+			sL[r], sD[r] = lse[rowBase+row0+r], D[rowBase+row0+r]
+		}
+	}
+}
+
+// faKeep is fa_keep (mk nil: no mask).
+func faKeep(mk []float32, j, nk int) bool { return j < nk && (mk == nil || mk[j] != 0) }
+
+// faScoreMM is fa_score_mm.
+func faScoreMM(hdp, rm, cm, tx0, ty0 int, acc [][]float32, A, B []float32, tx, ty int) {
+	ld := hdp + 1
+	for i := range rm {
+		for j := range cm {
+			acc[i][j] = 0
+		}
+	}
+	a, b := make([]float32, rm), make([]float32, cm)
+	for c := range hdp {
+		for i := range rm {
+			a[i] = A[(ty+ty0*i)*ld+c]
+		}
+		for j := range cm {
+			b[j] = B[(tx+tx0*j)*ld+c]
+		}
+		for i := range rm {
+			for j := range cm {
+				acc[i][j] = fmaf(a[i], b[j], acc[i][j])
+			}
+		}
+	}
+}
+
+// faValueMM is fa_value_mm (K the weights' columns; TX, TY as in the .cu).
+func faValueMM(hdp, k, rm, TX, TY int, acc [][]float32, W, X []float32, tx, ty int) {
+	ld, wld, dm := hdp+1, k+1, hdp/TX
+	w, x := make([]float32, rm), make([]float32, dm)
+	for j := range k {
+		for i := range rm {
+			w[i] = W[(ty+TY*i)*wld+j]
+		}
+		for d := range dm {
+			x[d] = X[j*ld+tx+TX*d]
+		}
+		for i := range rm {
+			for d := range dm {
+				acc[i][d] = fmaf(w[i], x[d], acc[i][d])
+			}
+		}
+	}
+}
+
+// faForward is fa_forward.
+func faForward(t *emuThread, hdp int, O, lse, Q, K, V, mask []float32, a faArgs) {
+	BR, BC, LD, PLD := flashBR, flashBCFwd, hdp+1, flashBCFwd+1
+	TX := 16
+	TY := flashThreads / TX
+	RM, CM, DM := BR/TY, BC/TX, hdp/TX
+	sQ := t.b.smem
+	sK := sQ[BR*LD:]
+	sV := sK[BC*LD:]
+	sP := sV[BC*LD:]
+	tiles := (a.nq + BR - 1) / BR
+	tile, bh := t.b.idx%tiles, t.b.idx/tiles
+	b, h := bh/a.heads, bh%a.heads
+	q0 := tile * BR
+	tx, ty := t.tid%TX, t.tid/TX
+	var mk []float32
+	if mask != nil {
+		mk = mask[b*a.nk:]
+	}
+	faLoadTile(t, hdp, sQ, BR, Q, b*a.nq*a.qrow+h*a.hd, q0, a.nq, a.hd, a.qrow, a.bf16)
+	m, l, acc := make([]float32, RM), make([]float32, RM), grid2(RM, DM)
+	for i := range RM {
+		m[i] = -faInf
+		l[i] = 0
+	}
+	for k0 := 0; k0 < a.nk; k0 += BC {
+		t.syncthreads()
+		faLoadTile(t, hdp, sK, BC, K, b*a.nk*a.krow+h*a.hd, k0, a.nk, a.hd, a.krow, a.bf16)
+		faLoadTile(t, hdp, sV, BC, V, b*a.nk*a.vrow+h*a.hd, k0, a.nk, a.hd, a.vrow, a.bf16)
+		t.syncthreads()
+		s := grid2(RM, CM)
+		faScoreMM(hdp, RM, CM, TX, TY, s, sQ, sK, tx, ty)
+		keep := make([]bool, CM)
+		for j := range CM {
+			keep[j] = faKeep(mk, k0+tx+TX*j, a.nk)
+		}
+		mx, sum := make([]float32, RM), make([]float32, RM)
+		for i := range RM {
+			mx[i] = -faInf
+			for j := range CM {
+				if keep[j] {
+					s[i][j] *= a.scale
+				} else {
+					s[i][j] = -faInf
+				}
+				mx[i] = fmaxf(mx[i], s[i][j])
+			}
+		}
+		for o := TX / 2; o > 0; o >>= 1 {
+			sh := t.shflXor(mx, o)
+			for i := range RM {
+				mx[i] = fmaxf(mx[i], sh[i])
+			}
+		}
+		for i := range RM {
+			mnew := fmaxf(m[i], mx[i])
+			alpha := float32(0)
+			if m[i] != -faInf {
+				alpha = expf(m[i] - mnew)
+			}
+			sum[i] = 0
+			for j := range CM {
+				p := float32(0)
+				if s[i][j] != -faInf {
+					p = expf(s[i][j] - mnew)
+				}
+				sum[i] += p
+				sP[(ty+TY*i)*PLD+tx+TX*j] = faRound(p, a.bf16)
+			}
+			m[i] = mnew
+			l[i] *= alpha
+			for d := range DM {
+				acc[i][d] *= alpha
+			}
+		}
+		for o := TX / 2; o > 0; o >>= 1 {
+			sh := t.shflXor(sum, o)
+			for i := range RM {
+				sum[i] += sh[i]
+			}
+		}
+		for i := range RM {
+			l[i] += sum[i]
+		}
+		t.syncthreads()
+		faValueMM(hdp, BC, RM, TX, TY, acc, sP, sV, tx, ty)
+	}
+	rowBase := bh * a.nq
+	for i := range RM {
+		row := q0 + ty + TY*i
+		if row >= a.nq {
+			continue
+		}
+		none := m[i] == -faInf
+		inv := float32(0)
+		if !none {
+			inv = 1 / l[i]
+		}
+		o := O[(b*a.nq+row)*a.orow+h*a.hd:]
+		for d := range DM {
+			if tx+TX*d < a.hd {
+				o[tx+TX*d] = acc[i][d] * inv
+			}
+		}
+		if tx == 0 {
+			if none {
+				lse[rowBase+row] = faInf
+			} else {
+				lse[rowBase+row] = m[i] + logf(l[i])
+			}
+		}
+	}
+}
+
+// faBwdTile is fa_bwd_tile.
+func faBwdTile(hdp int, p, ds [][]float32, sQ, sdO, sK, sV, sL, sD []float32, keep []bool, scale float32, tx, ty int) {
+	faScoreMM(hdp, 4, 4, 8, 16, p, sQ, sK, tx, ty)
+	faScoreMM(hdp, 4, 4, 8, 16, ds, sdO, sV, tx, ty)
+	for i := range 4 {
+		l, D := sL[ty+16*i], sD[ty+16*i]
+		for j := range 4 {
+			if l == faInf || !keep[j] {
+				p[i][j] = 0
+			} else {
+				p[i][j] = expf(p[i][j]*scale - l)
+			}
+			ds[i][j] = p[i][j] * (ds[i][j] - D) * scale
+		}
+	}
+}
+
+// faBackwardDKDV is fa_backward_dkdv.
+func faBackwardDKDV(t *emuThread, hdp int, dK, dV, dO, Q, K, V, mask, lse, D []float32, a faArgs) {
+	BR, BC, LD, PLD, DM := flashBR, flashBCBwd, hdp+1, flashBCBwd+1, hdp/16
+	sK := t.b.smem
+	sV := sK[BC*LD:]
+	sQ := sV[BC*LD:]
+	sdO := sQ[BR*LD:]
+	sP := sdO[BR*LD:]
+	sdS := sP[BR*PLD:]
+	sL := sdS[BR*PLD:]
+	sD := sL[BR:]
+	tiles := (a.nk + BC - 1) / BC
+	tile, bh := t.b.idx%tiles, t.b.idx/tiles
+	b, h := bh/a.heads, bh%a.heads
+	k0 := tile * BC
+	tx, ty := t.tid%8, t.tid/8
+	var mk []float32
+	if mask != nil {
+		mk = mask[b*a.nk:]
+	}
+	faLoadTile(t, hdp, sK, BC, K, b*a.nk*a.krow+h*a.hd, k0, a.nk, a.hd, a.krow, a.bf16)
+	faLoadTile(t, hdp, sV, BC, V, b*a.nk*a.vrow+h*a.hd, k0, a.nk, a.hd, a.vrow, a.bf16)
+	keep := make([]bool, 4)
+	for j := range 4 {
+		keep[j] = faKeep(mk, k0+tx+8*j, a.nk)
+	}
+	dk, dv := grid2(4, DM), grid2(4, DM)
+	rowBase := bh * a.nq
+	for q0 := 0; q0 < a.nq; q0 += BR {
+		t.syncthreads()
+		faLoadTile(t, hdp, sQ, BR, Q, b*a.nq*a.qrow+h*a.hd, q0, a.nq, a.hd, a.qrow, a.bf16)
+		faLoadTile(t, hdp, sdO, BR, dO, b*a.nq*a.orow+h*a.hd, q0, a.nq, a.hd, a.orow, a.bf16)
+		faLoadRowStats(t, sL, sD, lse, D, rowBase, q0, a.nq)
+		t.syncthreads()
+		p, ds := grid2(4, 4), grid2(4, 4)
+		faBwdTile(hdp, p, ds, sQ, sdO, sK, sV, sL, sD, keep, a.scale, tx, ty)
+		for i := range 4 {
+			for j := range 4 {
+				sP[(ty+16*i)*PLD+tx+8*j] = faRound(p[i][j], a.bf16)
+				sdS[(ty+16*i)*PLD+tx+8*j] = faRound(ds[i][j], a.bf16)
+			}
+		}
+		t.syncthreads()
+		pr, dsr, o, q := make([]float32, 4), make([]float32, 4), make([]float32, DM), make([]float32, DM)
+		for r := range BR {
+			for x := range 4 {
+				pr[x] = sP[r*PLD+tx+8*x]
+				dsr[x] = sdS[r*PLD+tx+8*x]
+			}
+			for c := range DM {
+				o[c] = sdO[r*LD+ty+16*c]
+				q[c] = sQ[r*LD+ty+16*c]
+			}
+			for x := range 4 {
+				for c := range DM {
+					dv[x][c] = fmaf(pr[x], o[c], dv[x][c])
+					dk[x][c] = fmaf(dsr[x], q[c], dk[x][c])
+				}
+			}
+		}
+	}
+	for x := range 4 {
+		key := k0 + tx + 8*x
+		if key >= a.nk {
+			continue
+		}
+		for c := range DM {
+			col := ty + 16*c
+			if col >= a.hd {
+				continue
+			}
+			if dK != nil {
+				dK[(b*a.nk+key)*a.krow+h*a.hd+col] += dk[x][c]
+			}
+			if dV != nil {
+				dV[(b*a.nk+key)*a.vrow+h*a.hd+col] += dv[x][c]
+			}
+		}
+	}
+}
+
+// faBackwardDQ is fa_backward_dq.
+func faBackwardDQ(t *emuThread, hdp int, dQ, dO, Q, K, V, mask, lse, D []float32, a faArgs) {
+	BR, BC, LD, PLD, DM := flashBR, flashBCBwd, hdp+1, flashBCBwd+1, hdp/16
+	sQ := t.b.smem
+	sdO := sQ[BR*LD:]
+	sK := sdO[BR*LD:]
+	sV := sK[BC*LD:]
+	sdS := sV[BC*LD:]
+	sL := sdS[BR*PLD:]
+	sD := sL[BR:]
+	tiles := (a.nq + BR - 1) / BR
+	tile, bh := t.b.idx%tiles, t.b.idx/tiles
+	b, h := bh/a.heads, bh%a.heads
+	q0 := tile * BR
+	tx, ty := t.tid%8, t.tid/8
+	ax, ay := t.tid%16, t.tid/16
+	var mk []float32
+	if mask != nil {
+		mk = mask[b*a.nk:]
+	}
+	rowBase := bh * a.nq
+	faLoadTile(t, hdp, sQ, BR, Q, b*a.nq*a.qrow+h*a.hd, q0, a.nq, a.hd, a.qrow, a.bf16)
+	faLoadTile(t, hdp, sdO, BR, dO, b*a.nq*a.orow+h*a.hd, q0, a.nq, a.hd, a.orow, a.bf16)
+	faLoadRowStats(t, sL, sD, lse, D, rowBase, q0, a.nq)
+	dq := grid2(8, DM)
+	for k0 := 0; k0 < a.nk; k0 += BC {
+		t.syncthreads()
+		faLoadTile(t, hdp, sK, BC, K, b*a.nk*a.krow+h*a.hd, k0, a.nk, a.hd, a.krow, a.bf16)
+		faLoadTile(t, hdp, sV, BC, V, b*a.nk*a.vrow+h*a.hd, k0, a.nk, a.hd, a.vrow, a.bf16)
+		t.syncthreads()
+		keep := make([]bool, 4)
+		for j := range 4 {
+			keep[j] = faKeep(mk, k0+tx+8*j, a.nk)
+		}
+		p, ds := grid2(4, 4), grid2(4, 4)
+		faBwdTile(hdp, p, ds, sQ, sdO, sK, sV, sL, sD, keep, a.scale, tx, ty)
+		for i := range 4 {
+			for j := range 4 {
+				sdS[(ty+16*i)*PLD+tx+8*j] = faRound(ds[i][j], a.bf16)
+			}
+		}
+		t.syncthreads()
+		faValueMM(hdp, BC, 8, 16, 8, dq, sdS, sK, ax, ay)
+	}
+	for i := range 8 {
+		row := q0 + ay + 8*i
+		if row >= a.nq {
+			continue
+		}
+		g := dQ[(b*a.nq+row)*a.qrow+h*a.hd:]
+		for d := range DM {
+			if ax+16*d < a.hd {
+				g[ax+16*d] += dq[i][d]
+			}
+		}
+	}
+}
