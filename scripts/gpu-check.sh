@@ -8,12 +8,17 @@
 #      within 2e-2 for the output and loss (5e-2 for gradients, see
 #      docs/gpu.md), and the fused AdamW against optim.AdamW;
 #   3. measures the device's bf16 GEMM rate (cuBLAS, 8192³, random data);
-#   4. times `fmctl bench step` for bench-S, bench-V (CPU and GPU) and
+#   4. compares the fused attention kernels with the cuBLAS attention path
+#      (FMTRAIN_CUDA_ATTENTION=gemm): the fused kernels against the
+#      reference and the cuBLAS path, the suites of step 2 again on the
+#      cuBLAS path, and both timed at bench-L's shapes;
+#   5. times `fmctl bench step` for bench-S, bench-V (CPU and GPU) and
 #      bench-L (GPU only), with TFLOP/s and MFU against the measured GEMM
 #      rate, beside PyTorch eager (bf16 autocast) on the same GPU when torch
-#      is installed;
-#   5. runs a two-process NCCL all-reduce when more than one GPU is present;
-#   6. prints a short table last.
+#      is installed, and bench-L once more on the cuBLAS attention path when
+#      the time budget allows;
+#   6. runs a two-process NCCL all-reduce when more than one GPU is present;
+#   7. prints a short table last.
 # The full log goes to $OUT/gpu-check.log when OUT is set (else /tmp).
 # Without a GPU it runs the CPU half and reports the GPU rows as skipped.
 #
@@ -142,7 +147,7 @@ if [ "$MODE" = all ] && [ "$GPUS" -gt 0 ]; then
 		[ "$be" = cuda ] && tol="2e-2 out and loss, 5e-2 gradients"
 		record "vectors $be" "$status" "${worst:-?}" "worst tensor error, tolerance $tol"
 	done
-	record "conformance+AdamW" "$status" "" "kernelstest.Run on cuda-fp32; fused AdamW vs optim"
+	record "conformance+AdamW" "$status" "" "kernelstest.Run on cuda-fp32; fused AdamW vs optim; fused attention"
 
 	section "bf16 GEMM rate (cuBLAS 8192³, random operands)"
 	if FMTRAIN_REQUIRE_GPU=1 timeout 120 "$BIN/kcuda.test" -test.run '^$' -test.bench 'BenchmarkGPUGemmBF16' -test.benchtime 50x >"$WORK/gemm.log" 2>&1 &&
@@ -153,9 +158,45 @@ if [ "$MODE" = all ] && [ "$GPUS" -gt 0 ]; then
 		fail "bf16 GEMM" "" "see log"
 	fi
 	cat "$WORK/gemm.log"
+
+	section "attention: fused kernels vs the cuBLAS path (FMTRAIN_CUDA_ATTENTION=gemm)"
+	if FMTRAIN_REQUIRE_GPU=1 timeout 120 "$BIN/kcuda.test" -test.run '^TestGPUFlashAttention$' -test.v >"$WORK/flash.log" 2>&1; then
+		status=ok
+	else
+		status=FAIL
+		FAILED=1
+	fi
+	cat "$WORK/flash.log"
+	worst=$(grep -o 'vs the cuBLAS path [0-9.e+-]*' "$WORK/flash.log" | awk '{print $NF}' | sort -g | tail -1)
+	record "attention fused" "$status" "${worst:-?}" "worst vs cuBLAS path (fp32 2e-5, bf16 5e-3); vs reference, bit-identical repeats"
+	if FMTRAIN_CUDA_ATTENTION=gemm FMTRAIN_REQUIRE_GPU=1 timeout 120 "$BIN/kcuda.test" -test.run '^TestGPU(Conformance|ReferenceVectors)$' -test.v >"$WORK/gemm-attn.log" 2>&1; then
+		status=ok
+	else
+		status=FAIL
+		FAILED=1
+	fi
+	cat "$WORK/gemm-attn.log"
+	for be in cuda-fp32 cuda; do
+		worst=$(grep -o "on $be: worst relative error [0-9.e+-]*" "$WORK/gemm-attn.log" | awk '{print $NF}' | sort -g | tail -1)
+		record "vectors $be gemm-attn" "$status" "${worst:-?}" "conformance and vectors again, cuBLAS attention"
+	done
+	if FMTRAIN_REQUIRE_GPU=1 timeout 120 "$BIN/kcuda.test" -test.run '^$' -test.bench 'BenchmarkGPUAttention' -test.benchtime 5x >"$WORK/attn-bench.log" 2>&1; then
+		for shape in self cross; do
+			for impl in fused gemm; do
+				line=$(grep "^BenchmarkGPUAttention/$shape/$impl" "$WORK/attn-bench.log")
+				ms=$(grep -o '[0-9.]* ms/fwd+bwd' <<<"$line" | awk '{print $1}')
+				tf=$(grep -o '[0-9.]* TFLOP/s' <<<"$line" | awk '{print $1}')
+				record "attention $shape $impl" ok "${ms:-?} ms" "${tf:-?} TFLOP/s, bench-L shapes (B=32), fwd+bwd, bf16"
+			done
+		done
+	else
+		fail "attention timing" "" "see log"
+	fi
+	cat "$WORK/attn-bench.log"
 else
 	record "GPU correctness" skip "" "no GPU on this machine"
 	record "bf16 GEMM" skip "" "no GPU on this machine"
+	record "attention fused vs gemm" skip "" "no GPU on this machine"
 fi
 
 # bench RUN_NAME BACKEND CONFIG: one fmctl bench step run, recorded.
@@ -204,6 +245,13 @@ for cfg in $CONFIGS; do
 	fi
 	if [ "$GPUS" -gt 0 ]; then
 		bench "$cfg cuda-bf16" cuda "$cfg"
+		# The same step on the cuBLAS attention path, for bench-L, only
+		# with 100 s of the five-minute budget left.
+		if [ "$cfg" = bench-L ] && [ "$SECONDS" -lt 200 ]; then
+			FMTRAIN_CUDA_ATTENTION=gemm bench "$cfg cuda-bf16 gemm-attn" cuda "$cfg"
+		elif [ "$cfg" = bench-L ]; then
+			record "$cfg cuda-bf16 gemm-attn" skip "" "no time left in the budget (${SECONDS}s)"
+		fi
 		if [ "$TORCH_GPU" = 1 ]; then
 			if timeout 150 python3 scripts/gpu_peer.py --config "$cfg" --precision bf16 --steps "$STEPS" --warmup 2 >"$WORK/peer.json" 2>"$WORK/peer.err"; then
 				ms=$(printf '%.1f' "$(json_field median_step_ms <"$WORK/peer.json")")

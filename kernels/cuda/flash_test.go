@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -487,5 +488,19 @@ func TestAttentionOption(t *testing.T) {
 	t.Setenv("FMTRAIN_CUDA_ATTENTION", "gemm")
 	if o := optionsFromEnv(true); o.Attention != "gemm" {
 		t.Errorf("optionsFromEnv: Attention %q", o.Attention)
+	}
+}
+
+// TestGPUCheckComparesAttention: scripts/gpu-check.sh checks and times the
+// fused kernels against the cuBLAS attention path.
+func TestGPUCheckComparesAttention(t *testing.T) {
+	src, err := os.ReadFile("../../scripts/gpu-check.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"TestGPUFlashAttention", "FMTRAIN_CUDA_ATTENTION=gemm", "BenchmarkGPUAttention", "gemm-attn"} {
+		if !strings.Contains(string(src), want) {
+			t.Errorf("gpu-check.sh does not contain %q", want)
+		}
 	}
 }

@@ -11,8 +11,10 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 	"unsafe"
 
 	cu "github.com/fmtrain/fmtrain/cuda"
@@ -23,7 +25,8 @@ import (
 )
 
 // openOrSkip opens the backend on GPU 0 or skips when this host has none.
-// Kernels are cached in $FMTRAIN_CUDA_CACHE when set (gpu-check.sh shares
+// $FMTRAIN_CUDA_ATTENTION picks the attention implementation (gpu-check.sh
+// runs the suites with both). Kernels are cached in $FMTRAIN_CUDA_CACHE when set (gpu-check.sh shares
 // one cache across its runs), else in a temporary folder.
 func openOrSkip(tb testing.TB, bf16 bool) *Backend {
 	tb.Helper()
@@ -31,7 +34,7 @@ func openOrSkip(tb testing.TB, bf16 bool) *Backend {
 	if cache == "" {
 		cache = tb.TempDir()
 	}
-	b, err := Open(Options{BF16: bf16, CacheDir: cache, HostMemory: os.Getenv("FMTRAIN_CUDA_MANAGED") == "0"})
+	b, err := Open(Options{BF16: bf16, CacheDir: cache, HostMemory: os.Getenv("FMTRAIN_CUDA_MANAGED") == "0", Attention: os.Getenv("FMTRAIN_CUDA_ATTENTION")})
 	if err == nil {
 		tb.Cleanup(func() {
 			if err := b.Close(); err != nil {
@@ -278,4 +281,144 @@ func BenchmarkGPUGemmBF16(bm *testing.B) {
 		bm.Fatal(err)
 	}
 	bm.ReportMetric(2*float64(n)*n*n*float64(bm.N)/(float64(ms)/1e3)/1e12, "TFLOP/s")
+}
+
+// TestGPUFlashAttention runs the fused attention kernels on the GPU over the
+// emulator's cases (partial tiles, empty tiles, masked samples, nil
+// gradients, every padded head dim) and two at bench-L's size, with fresh
+// random inputs each run: against kernels.Reference (cuda-fp32 at 2e-5,
+// cuda at the bf16 tolerances) for the small cases, against the same
+// backend's cuBLAS path for all (fp32 2e-5, bf16 5e-3), and the whole call
+// twice for bit-identical results (the backward uses no atomics).
+func TestGPUFlashAttention(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	r := rand.New(rand.NewPCG(seed, 7))
+	big := []flashCase{
+		{name: "bench-L self", B: 2, H: 16, Nq: 1024, Nk: 1024, hd: 72, packed: true, wantKernelsAtHeadDp: 96},
+		{name: "bench-L cross", B: 4, H: 16, Nq: 1024, Nk: 128, hd: 72, mask: "sample", wantKernelsAtHeadDp: 96},
+	}
+	for _, bf16 := range []bool{false, true} {
+		b := openOrSkip(t, bf16)
+		if b.attention == attnGEMM {
+			t.Skip("FMTRAIN_CUDA_ATTENTION=gemm: the fused kernels are off")
+		}
+		for _, c := range append(slices.Clone(flashCases), big...) {
+			if c.wantKernelsAtHeadDp == 0 {
+				continue
+			}
+			t.Run(b.Name()+"/"+c.name, func(t *testing.T) {
+				ref := newAttnRun(r, c, func(n int) []float32 { return make([]float32, n) })
+				got, again, gemm := ref.cloneTo(c, b.Alloc), ref.cloneTo(c, b.Alloc), ref.cloneTo(c, b.Alloc)
+				got.run(b)
+				again.run(b)
+				b.attention = attnGEMM
+				gemm.run(b)
+				b.attention = attnFused
+				if err := b.Synchronize(); err != nil {
+					t.Fatal(err)
+				}
+				checkUntouched(t, c, got)
+				for name, pair := range map[string][2][]float32{"out": {got.out, again.out}, "lse": {got.lse, again.lse}, "dq": {got.dqBuf, again.dqBuf}, "dk,dv": {got.dkvBuf, again.dkvBuf}} {
+					for i := range pair[0] {
+						if math.Float32bits(pair[0][i]) != math.Float32bits(pair[1][i]) {
+							t.Fatalf("%s: %s[%d] differs between two identical calls: %v, %v", c.name, name, i, pair[0][i], pair[1][i])
+						}
+					}
+				}
+				tol := kernelstest.Tol
+				if bf16 {
+					tol = 5e-3
+				}
+				vsGEMM := compareRuns(t, c, got, gemm, tol, tol)
+				if c.Nq*c.Nk > 1<<16 {
+					t.Logf("worst relative error vs the cuBLAS path %.2g; bit-identical when repeated", vsGEMM)
+					return // the CPU reference would take minutes
+				}
+				ref.runReference()
+				outTol, gradTol := kernelstest.Tol, kernelstest.Tol
+				if bf16 {
+					outTol, gradTol = bf16Tol, bf16GradTol
+				}
+				worst := compareRuns(t, c, got, ref, outTol, gradTol)
+				t.Logf("worst relative error vs the reference %.2g, vs the cuBLAS path %.2g; bit-identical when repeated", worst, vsGEMM)
+			})
+		}
+	}
+}
+
+// BenchmarkGPUAttention times one attention forward and backward at
+// bench-L's shapes (32 samples, 16 heads of 72: self-attention over 1024
+// tokens in a packed qkv, cross-attention to 128 masked text tokens) on the
+// cuda backend, fused and through cuBLAS, with device events around the
+// timed calls. TFLOP/s counts 4·Nq·Nk·d per head forward and 10·Nq·Nk·d
+// backward (FlashAttention's convention: recomputation not counted).
+func BenchmarkGPUAttention(bm *testing.B) {
+	b := openOrSkip(bm, true)
+	b.async = true
+	g := b.dev.(*gpu)
+	// The events need the context current on this goroutine's thread (and
+	// on each sub-benchmark's: bind there too); ops bind it again, which nests.
+	unbind, err := g.bind()
+	if err != nil {
+		bm.Fatal(err)
+	}
+	defer unbind()
+	start, err := g.ctx.NewEvent()
+	if err != nil {
+		bm.Fatal(err)
+	}
+	defer start.Destroy()
+	stop, err := g.ctx.NewEvent()
+	if err != nil {
+		bm.Fatal(err)
+	}
+	defer stop.Destroy()
+	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 8))
+	for _, c := range []flashCase{
+		{name: "self", B: 32, H: 16, Nq: 1024, Nk: 1024, hd: 72, packed: true},
+		{name: "cross", B: 32, H: 16, Nq: 1024, Nk: 128, hd: 72, mask: "mixed"},
+	} {
+		a := newAttnRun(r, c, b.Alloc)
+		flops := 14 * float64(c.B*c.H) * float64(c.Nq) * float64(c.Nk) * float64(c.hd)
+		for _, mode := range []attnMode{attnFused, attnGEMM} {
+			bm.Run(c.name+"/"+[...]string{"fused", "gemm"}[mode], func(bm *testing.B) {
+				unbind, err := g.bind()
+				if err != nil {
+					bm.Fatal(err)
+				}
+				defer unbind()
+				b.attention = mode
+				a.run(b) // warm-up: module, cuBLAS heuristics, scratch
+				if err := b.Synchronize(); err != nil {
+					bm.Fatal(err)
+				}
+				bm.ResetTimer()
+				if err := start.Record(g.stream); err != nil {
+					bm.Fatal(err)
+				}
+				for range bm.N {
+					a.run(b)
+				}
+				if err := stop.Record(g.stream); err != nil {
+					bm.Fatal(err)
+				}
+				if err := stop.Synchronize(); err != nil {
+					bm.Fatal(err)
+				}
+				if err := b.Synchronize(); err != nil {
+					bm.Fatal(err)
+				}
+				bm.StopTimer()
+				ms, err := stop.ElapsedMs(start)
+				if err != nil {
+					bm.Fatal(err)
+				}
+				per := float64(ms) / float64(bm.N)
+				bm.ReportMetric(per, "ms/fwd+bwd")
+				bm.ReportMetric(flops/(per/1e3)/1e12, "TFLOP/s")
+			})
+		}
+		b.attention = attnFused
+	}
 }
