@@ -83,17 +83,25 @@ func TestDisconnectMidReduce(t *testing.T) {
 // else must return ErrPeerLost by the operation timeout.
 func TestSilentPeerTimesOut(t *testing.T) {
 	noLeaks(t)
+	for _, tr := range transports {
+		for _, length := range []int{5, 5000, 300000} { // small path, one chunk, pipelined
+			t.Run(fmt.Sprintf("%s/len=%d", tr, length), func(t *testing.T) { testSilentPeer(t, tr, length) })
+		}
+	}
+}
+
+func testSilentPeer(t *testing.T, transport string, length int) {
 	opts := testOptions()
 	opts.Timeout = 300 * time.Millisecond
 	const n = 4
-	c := newCluster(t, n, opts)
+	c := newClusterOn(t, transport, n, opts)
 	const silent = 2
 	start := time.Now()
 	errs := each(n, func(r int) error {
 		if r == silent {
 			return nil
 		}
-		return c.comms[r].AllReduce(context.Background(), make([]float32, 5000), OpSum)
+		return c.comms[r].AllReduce(context.Background(), make([]float32, length), OpSum)
 	})
 	took := time.Since(start)
 	for r, err := range errs {
@@ -115,8 +123,14 @@ func TestSilentPeerTimesOut(t *testing.T) {
 // the others wait for it; all of them return promptly.
 func TestContextCancelAbortsEveryRank(t *testing.T) {
 	noLeaks(t)
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { testContextCancel(t, tr) })
+	}
+}
+
+func testContextCancel(t *testing.T, transport string) {
 	const n = 3
-	c := newCluster(t, n, testOptions())
+	c := newClusterOn(t, transport, n, testOptions())
 	ctx, cancel := context.WithCancel(context.Background())
 	errs := each(n, func(r int) error {
 		if r == 1 {
@@ -138,7 +152,13 @@ func TestContextCancelAbortsEveryRank(t *testing.T) {
 }
 
 func TestCloseIsIdempotentAndFailsLaterCalls(t *testing.T) {
-	c := newCluster(t, 2, testOptions())
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { testCloseIsIdempotent(t, tr) })
+	}
+}
+
+func testCloseIsIdempotent(t *testing.T, transport string) {
+	c := newClusterOn(t, transport, 2, testOptions())
 	if err := c.comms[0].Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -14,20 +14,39 @@ func testOptions() Options {
 	return Options{Timeout: 5 * time.Second, JoinTimeout: 5 * time.Second, ChunkBytes: MinChunkBytes}
 }
 
-// cluster is n ranks joined over an in-memory Network.
+// cluster is n ranks joined over an in-memory Network or loopback TCP.
 type cluster struct {
-	net   *Network
+	net   *Network // nil over TCP
 	eps   []*Endpoint
 	comms []Communicator
 	addrs []string
 }
 
+// transports are the two data paths: in-memory pipes run the ring's
+// goroutine path, TCP its progress engine (poll_linux.go) where there is one.
+var transports = []string{"inmem", "tcp"}
+
 // newCluster joins n ranks of job "job" generation 1 over in-memory pipes.
 func newCluster(t *testing.T, n int, opts Options) *cluster {
 	t.Helper()
-	c := &cluster{net: NewNetwork()}
+	return newClusterOn(t, "inmem", n, opts)
+}
+
+// newClusterOn joins n ranks over transport ("inmem" or "tcp").
+func newClusterOn(t *testing.T, transport string, n int, opts Options) *cluster {
+	t.Helper()
+	c := &cluster{}
+	if transport == "inmem" {
+		c.net = NewNetwork()
+	}
 	for i := range n {
-		layer, err := c.net.Listen(fmt.Sprintf("rank%d", i))
+		var layer StreamLayer
+		var err error
+		if c.net != nil {
+			layer, err = c.net.Listen(fmt.Sprintf("rank%d", i))
+		} else {
+			layer, err = ListenTCP(context.Background(), "127.0.0.1:0")
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -36,8 +36,8 @@ type ring struct {
 	addrs      []string
 	opts       Options
 	log        *slog.Logger
-	next, prev net.Conn // nil in a world of one
-	inline     bool     // small plans may run on the caller's goroutine (see inlineOK)
+	next, prev net.Conn   // nil in a world of one
+	poll       *pollLinks // TCP links: operations run on the caller's goroutine (runPolled); nil otherwise
 
 	scratch  []float32 // receive buffer for reductions, reused by every call
 	barrier  []float32 // Size() floats for Barrier's all-gather
@@ -66,12 +66,6 @@ var _ Communicator = (*ring)(nil)
 // recvPiece bounds one read+reduce, so the received bytes are still in
 // cache when they are added.
 const recvPiece = 64 << 10 / 4
-
-// inlineMaxBytes bounds what a rank may have written ahead of its
-// successor on the inline path. Linux's default TCP buffers (tcp_rmem 128
-// KiB plus the send buffer) absorb more without the reader's help; loopback
-// absorbs megabytes.
-const inlineMaxBytes = 64 << 10
 
 // smallAllReduceBytes bounds the bytes each rank sends in allReduceSmall,
 // (n−1)·len(buf)·4. Below it a message costs mostly latency, so fewer steps
@@ -108,9 +102,7 @@ func newRing(rv Rendezvous, opts Options, next, prev net.Conn) *ring {
 	}
 	if rv.WorldSize > 1 {
 		r.scratch = make([]float32, min(recvPiece, opts.ChunkBytes/4))
-		_, nextTCP := next.(*net.TCPConn)
-		_, prevTCP := prev.(*net.TCPConn)
-		r.inline = nextTCP && prevTCP
+		r.poll = newPollLinks(r, next, prev)
 		r.gathered = make([]float32, rv.WorldSize*r.smallLimit())
 		for i := range r.scratch { // first touch now, not in the first reduction
 			r.scratch[i] = 0
@@ -118,9 +110,12 @@ func newRing(rv Rendezvous, opts Options, next, prev net.Conn) *ring {
 		for i := range r.gathered {
 			r.gathered[i] = 0
 		}
-		r.wg.Add(2)
-		go r.sendLoop()
+		r.wg.Add(1)
 		go r.noticeLoop()
+		if r.poll == nil {
+			r.wg.Add(1)
+			go r.sendLoop()
+		}
 	}
 	return r
 }
@@ -273,11 +268,12 @@ func (r *ring) run(ctx context.Context, name string) error {
 		defer stop()
 	}
 
-	if r.inlineOK(&r.plan) {
-		err := r.runInline(&r.plan)
-		r.plan.buf = nil
+	if r.poll != nil {
+		err := r.runPolled(&r.plan, deadline)
+		r.plan.buf = nil // do not keep the caller's buffer alive
 		if err != nil {
-			return r.opError(name, err)
+			r.abortFor(err)
+			return r.opError(name, r.failure())
 		}
 		return nil
 	}
@@ -365,38 +361,6 @@ func (r *ring) recvUnit(p *plan, u int) error {
 	return nil
 }
 
-// inlineOK says whether r.plan may run on the caller's goroutine alone,
-// writing each step before reading it. That is only safe when the
-// transport buffers everything this rank can get ahead of its successor
-// (at most n−1 units), which loopback and LAN TCP sockets do for small
-// messages, and saves the hand-offs to the sender goroutine that dominate
-// a small message's latency.
-func (r *ring) inlineOK(p *plan) bool {
-	if !r.inline || p.kind != planRing || p.chunks != 1 {
-		return false
-	}
-	maxUnit := ceilDiv(len(p.buf), p.size)
-	return (p.size-1)*maxUnit*4 <= inlineMaxBytes
-}
-
-// runInline executes a one-chunk ring plan step by step: send, then receive.
-func (r *ring) runInline(p *plan) error {
-	for u := range p.sendUnits() {
-		lo, hi, _ := p.sendUnit(u)
-		if lo < hi {
-			if err := writeFloats(r.next, p.buf[lo:hi]); err != nil {
-				r.abort(r.linkError(r.nextRank(), "sending to", err), noticePeerLost, r.nextRank())
-				return r.failure()
-			}
-		}
-		if err := r.recvUnit(p, u); err != nil {
-			r.abort(err, noticePeerLost, r.prevRank())
-			return r.failure()
-		}
-	}
-	return nil
-}
-
 // sendLoop runs the send side of every plan until the ring dies.
 func (r *ring) sendLoop() {
 	defer r.wg.Done()
@@ -477,6 +441,21 @@ func (r *ring) noticeLoop() {
 		cause = fmt.Errorf("relayed by rank %d", r.nextRank())
 	}
 	r.abort(&PeerLostError{Peer: lost, Addr: r.addrs[lost], Bucket: -1, Err: cause}, noticePeerLost, lost)
+}
+
+// abortFor aborts with err, naming the peer it lost when it is a
+// *PeerLostError (otherwise this rank gave up).
+func (r *ring) abortFor(err error) {
+	lost := r.rank
+	var pl *PeerLostError
+	if errors.As(err, &pl) {
+		lost = pl.Peer
+	}
+	kind := byte(noticePeerLost)
+	if lost == r.rank {
+		kind = noticeAborted
+	}
+	r.abort(err, kind, lost)
 }
 
 // abort records the first failure, tells rank r−1 (so the news goes round

@@ -24,122 +24,138 @@ func intInput(rank, i int) float32 { return float32((rank + 1) * (i%13 + 1)) }
 
 func TestAllReduceExactSum(t *testing.T) {
 	noLeaks(t)
-	for _, n := range worldSizes {
-		c := newCluster(t, n, testOptions())
-		for _, length := range lengths(n) {
-			for _, op := range []Op{OpSum, OpAverage} {
-				t.Run(fmt.Sprintf("n=%d/len=%d/%v", n, length, op), func(t *testing.T) {
-					bufs := make([][]float32, n)
-					errs := each(n, func(r int) error {
-						bufs[r] = make([]float32, length)
-						for i := range bufs[r] {
-							bufs[r][i] = intInput(r, i)
+	for _, tr := range transports {
+		for _, n := range worldSizes {
+			testAllReduceExactSum(t, tr, n)
+		}
+	}
+}
+
+func testAllReduceExactSum(t *testing.T, transport string, n int) {
+	c := newClusterOn(t, transport, n, testOptions())
+	defer c.close()
+	for _, length := range lengths(n) {
+		for _, op := range []Op{OpSum, OpAverage} {
+			t.Run(fmt.Sprintf("%s/n=%d/len=%d/%v", transport, n, length, op), func(t *testing.T) {
+				bufs := make([][]float32, n)
+				errs := each(n, func(r int) error {
+					bufs[r] = make([]float32, length)
+					for i := range bufs[r] {
+						bufs[r][i] = intInput(r, i)
+					}
+					return c.comms[r].AllReduce(context.Background(), bufs[r], op)
+				})
+				noErrors(t, errs)
+				for r := range n {
+					for i, got := range bufs[r] {
+						sum := float32(n*(n+1)/2) * float32(i%13+1)
+						want := sum
+						if op == OpAverage {
+							want = sum / float32(n)
 						}
-						return c.comms[r].AllReduce(context.Background(), bufs[r], op)
-					})
-					noErrors(t, errs)
-					for r := range n {
-						for i, got := range bufs[r] {
-							sum := float32(n*(n+1)/2) * float32(i%13+1)
-							want := sum
-							if op == OpAverage {
-								want = sum / float32(n)
-							}
-							if got != want {
-								t.Fatalf("rank %d element %d: got %v, want %v", r, i, got, want)
-							}
+						if got != want {
+							t.Fatalf("rank %d element %d: got %v, want %v", r, i, got, want)
 						}
 					}
-				})
-			}
+				}
+			})
 		}
-		c.close()
 	}
 }
 
 func TestAllReduceBitIdenticalAcrossRanks(t *testing.T) {
-	for _, n := range worldSizes {
-		t.Run(fmt.Sprintf("n=%d", n), func(t *testing.T) {
-			c := newCluster(t, n, testOptions())
-			length := 3*MinChunkBytes/4*n + 5
-			inputs := make([][]float32, n)
-			bufs := make([][]float32, n)
-			rng := rand.New(rand.NewPCG(1, uint64(n)))
-			for r := range n {
-				inputs[r] = make([]float32, length)
-				for i := range inputs[r] {
-					inputs[r][i] = float32(rng.NormFloat64() * math.Pow(10, float64(rng.IntN(6)-3)))
-				}
-				bufs[r] = append([]float32(nil), inputs[r]...)
+	for _, tr := range transports {
+		for _, n := range worldSizes {
+			t.Run(fmt.Sprintf("%s/n=%d", tr, n), func(t *testing.T) { testBitIdentical(t, tr, n) })
+		}
+	}
+}
+
+func testBitIdentical(t *testing.T, transport string, n int) {
+	c := newClusterOn(t, transport, n, testOptions())
+	length := 3*MinChunkBytes/4*n + 5
+	inputs := make([][]float32, n)
+	bufs := make([][]float32, n)
+	rng := rand.New(rand.NewPCG(1, uint64(n)))
+	for r := range n {
+		inputs[r] = make([]float32, length)
+		for i := range inputs[r] {
+			inputs[r][i] = float32(rng.NormFloat64() * math.Pow(10, float64(rng.IntN(6)-3)))
+		}
+		bufs[r] = append([]float32(nil), inputs[r]...)
+	}
+	noErrors(t, each(n, func(r int) error {
+		return c.comms[r].AllReduce(context.Background(), bufs[r], OpSum)
+	}))
+	for i := range length {
+		var exact float64
+		var scale float64
+		for r := range n {
+			exact += float64(inputs[r][i])
+			scale += math.Abs(float64(inputs[r][i]))
+		}
+		if d := math.Abs(float64(bufs[0][i]) - exact); d > 1e-6*scale {
+			t.Fatalf("element %d: got %v, float64 sum %v (diff %g)", i, bufs[0][i], exact, d)
+		}
+		for r := 1; r < n; r++ {
+			if math.Float32bits(bufs[r][i]) != math.Float32bits(bufs[0][i]) {
+				t.Fatalf("element %d: rank %d has %v, rank 0 has %v", i, r, bufs[r][i], bufs[0][i])
 			}
-			noErrors(t, each(n, func(r int) error {
-				return c.comms[r].AllReduce(context.Background(), bufs[r], OpSum)
-			}))
-			for i := range length {
-				var exact float64
-				var scale float64
-				for r := range n {
-					exact += float64(inputs[r][i])
-					scale += math.Abs(float64(inputs[r][i]))
-				}
-				if d := math.Abs(float64(bufs[0][i]) - exact); d > 1e-6*scale {
-					t.Fatalf("element %d: got %v, float64 sum %v (diff %g)", i, bufs[0][i], exact, d)
-				}
-				for r := 1; r < n; r++ {
-					if math.Float32bits(bufs[r][i]) != math.Float32bits(bufs[0][i]) {
-						t.Fatalf("element %d: rank %d has %v, rank 0 has %v", i, r, bufs[r][i], bufs[0][i])
-					}
-				}
-			}
-		})
+		}
 	}
 }
 
 func TestBroadcastAllGatherBarrier(t *testing.T) {
 	noLeaks(t)
-	for _, n := range worldSizes {
-		c := newCluster(t, n, testOptions())
-		for _, length := range lengths(n) {
-			t.Run(fmt.Sprintf("n=%d/len=%d", n, length), func(t *testing.T) {
-				root := n / 2
-				got := make([][]float32, n)
-				noErrors(t, each(n, func(r int) error {
-					got[r] = make([]float32, length)
-					for i := range got[r] {
-						got[r][i] = intInput(r, i)
-					}
-					return c.comms[r].Broadcast(context.Background(), got[r], root)
-				}))
-				for r := range n {
-					for i, v := range got[r] {
-						if v != intInput(root, i) {
-							t.Fatalf("broadcast: rank %d element %d: got %v, want root's %v", r, i, v, intInput(root, i))
-						}
-					}
-				}
-
-				gathered := make([][]float32, n)
-				noErrors(t, each(n, func(r int) error {
-					send := make([]float32, length)
-					for i := range send {
-						send[i] = intInput(r, i)
-					}
-					gathered[r] = make([]float32, n*length)
-					return c.comms[r].AllGather(context.Background(), send, gathered[r])
-				}))
-				for r := range n {
-					for src := range n {
-						for i := range length {
-							if v := gathered[r][src*length+i]; v != intInput(src, i) {
-								t.Fatalf("allgather: rank %d block %d element %d: got %v, want %v", r, src, i, v, intInput(src, i))
-							}
-						}
-					}
-				}
-				noErrors(t, each(n, func(r int) error { return c.comms[r].Barrier(context.Background()) }))
-			})
+	for _, tr := range transports {
+		for _, n := range worldSizes {
+			testBroadcastAllGatherBarrier(t, tr, n)
 		}
-		c.close()
+	}
+}
+
+func testBroadcastAllGatherBarrier(t *testing.T, transport string, n int) {
+	c := newClusterOn(t, transport, n, testOptions())
+	defer c.close()
+	for _, length := range lengths(n) {
+		t.Run(fmt.Sprintf("%s/n=%d/len=%d", transport, n, length), func(t *testing.T) {
+			root := n / 2
+			got := make([][]float32, n)
+			noErrors(t, each(n, func(r int) error {
+				got[r] = make([]float32, length)
+				for i := range got[r] {
+					got[r][i] = intInput(r, i)
+				}
+				return c.comms[r].Broadcast(context.Background(), got[r], root)
+			}))
+			for r := range n {
+				for i, v := range got[r] {
+					if v != intInput(root, i) {
+						t.Fatalf("broadcast: rank %d element %d: got %v, want root's %v", r, i, v, intInput(root, i))
+					}
+				}
+			}
+
+			gathered := make([][]float32, n)
+			noErrors(t, each(n, func(r int) error {
+				send := make([]float32, length)
+				for i := range send {
+					send[i] = intInput(r, i)
+				}
+				gathered[r] = make([]float32, n*length)
+				return c.comms[r].AllGather(context.Background(), send, gathered[r])
+			}))
+			for r := range n {
+				for src := range n {
+					for i := range length {
+						if v := gathered[r][src*length+i]; v != intInput(src, i) {
+							t.Fatalf("allgather: rank %d block %d element %d: got %v, want %v", r, src, i, v, intInput(src, i))
+						}
+					}
+				}
+			}
+			noErrors(t, each(n, func(r int) error { return c.comms[r].Barrier(context.Background()) }))
+		})
 	}
 }
 
@@ -189,8 +205,14 @@ func TestRendezvousValidate(t *testing.T) {
 // lengths below, at and above the world size, on both the small-message and
 // the ring path.
 func TestAllReduceWorld64(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) { testAllReduceWorld64(t, tr) })
+	}
+}
+
+func testAllReduceWorld64(t *testing.T, transport string) {
 	const n = 64
-	c := newCluster(t, n, testOptions())
+	c := newClusterOn(t, transport, n, testOptions())
 	for _, length := range []int{1, n - 1, n + 1, 300, 5000} {
 		bufs := make([][]float32, n)
 		noErrors(t, each(n, func(r int) error {

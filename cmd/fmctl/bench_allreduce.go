@@ -20,7 +20,7 @@ func newBenchAllReduceCmd() *cobra.Command {
 	var (
 		ranks, iters, warmup, chunkKiB int
 		sizes, format                  string
-		timeout                        time.Duration
+		timeout, spin                  time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "allreduce",
@@ -44,7 +44,7 @@ The first reduction of every size is checked against the exact sum.`,
 			if err != nil {
 				return fmt.Errorf("finding fmctl's own binary to start the ranks: %w", err)
 			}
-			cfg := bench.Config{Ranks: ranks, Sizes: list, Iters: iters, Warmup: warmup, ChunkBytes: chunkKiB << 10, Timeout: timeout}
+			cfg := bench.Config{Ranks: ranks, Sizes: list, Iters: iters, Warmup: warmup, ChunkBytes: chunkKiB << 10, Timeout: timeout, SpinWait: spin}
 			launch := func(ctx context.Context, rank int) *exec.Cmd {
 				return exec.CommandContext(ctx, self, "bench", "allreduce-rank")
 			}
@@ -77,6 +77,7 @@ The first reduction of every size is checked against the exact sum.`,
 	f.IntVar(&warmup, "warmup", bench.DefaultWarmup, "untimed iterations per size")
 	f.IntVar(&chunkKiB, "chunk-kib", 0, "ring pipelining chunk in KiB (0: the collective default)")
 	f.DurationVar(&timeout, "timeout", 0, "per-operation timeout (0: the collective default)")
+	f.DurationVar(&spin, "spin", 0, "how long a rank polls its socket before sleeping (0: the collective default, negative: never)")
 	f.StringVar(&format, "format", "table", "output format: table or json")
 	return cmd
 }

@@ -45,6 +45,9 @@ type Config struct {
 	ChunkBytes int
 	// Timeout bounds each operation (0: the collective default).
 	Timeout time.Duration
+	// SpinWait is how long a rank polls before sleeping (0: the collective
+	// default; negative: never).
+	SpinWait time.Duration
 }
 
 func (c Config) withDefaults() (Config, error) {
