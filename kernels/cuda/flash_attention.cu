@@ -11,8 +11,9 @@
 // so consecutive blocks share one (b, h) and its K/V stay in L2.
 //
 // Head dims: each kernel is instantiated for a padded head dim HDP of 32,
-// 64, 96 or 128 (the host picks the smallest HDP >= hd and falls back to the
-// cuBLAS path above 128). Tiles hold HDP columns, the ones past hd zero, so
+// 64, 80 (bench-L's and DiT-XL's 72), 96 or 128 (the host picks the
+// smallest HDP >= hd and falls back to the cuBLAS path above 128; HDP must
+// be a multiple of 16). Tiles hold HDP columns, the ones past hd zero, so
 // every inner product runs over HDP with no bounds test; rows past Nq or Nk
 // are zero too and get probability 0.
 //
@@ -393,6 +394,9 @@ extern "C" __global__ void flash_attn_forward_32(float* O, float* lse, const flo
 extern "C" __global__ void flash_attn_forward_64(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
     fa_forward<64>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
 }
+extern "C" __global__ void flash_attn_forward_80(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
+    fa_forward<80>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
+}
 extern "C" __global__ void flash_attn_forward_96(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
     fa_forward<96>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
 }
@@ -406,6 +410,9 @@ extern "C" __global__ void flash_attn_backward_dkdv_32(float* dK, float* dV, con
 extern "C" __global__ void flash_attn_backward_dkdv_64(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
     fa_backward_dkdv<64>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
 }
+extern "C" __global__ void flash_attn_backward_dkdv_80(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
+    fa_backward_dkdv<80>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
+}
 extern "C" __global__ void flash_attn_backward_dkdv_96(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
     fa_backward_dkdv<96>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
 }
@@ -418,6 +425,9 @@ extern "C" __global__ void flash_attn_backward_dq_32(float* dQ, const float* dO,
 }
 extern "C" __global__ void flash_attn_backward_dq_64(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
     fa_backward_dq<64>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
+}
+extern "C" __global__ void flash_attn_backward_dq_80(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
+    fa_backward_dq<80>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
 }
 extern "C" __global__ void flash_attn_backward_dq_96(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
     fa_backward_dq<96>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);

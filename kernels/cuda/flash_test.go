@@ -56,7 +56,7 @@ func TestFlashConstantsMatchSource(t *testing.T) {
 			t.Errorf("%s: %d bytes of shared memory; head dims ≤ 32 should need no opt-in", kind.kernel(32), s)
 		}
 	}
-	for hd, want := range map[int]int{1: 32, 8: 32, 32: 32, 33: 64, 72: 96, 96: 96, 128: 128, 129: 0, 0: 0} {
+	for hd, want := range map[int]int{1: 32, 8: 32, 32: 32, 33: 64, 72: 80, 80: 80, 81: 96, 96: 96, 128: 128, 129: 0, 0: 0} {
 		if got := flashHeadDim(hd); got != want {
 			t.Errorf("flashHeadDim(%d) = %d, want %d", hd, got, want)
 		}
@@ -358,10 +358,11 @@ var flashCases = []flashCase{
 	{name: "self 65 packed hd32", B: 2, H: 2, Nq: 65, Nk: 65, hd: 32, packed: true, wantKernelsAtHeadDp: 32},
 	{name: "cross 7x65 mixed hd40", B: 3, H: 2, Nq: 7, Nk: 65, hd: 40, mask: "mixed", wantKernelsAtHeadDp: 64},
 	{name: "cross 65x7 masked sample hd16", B: 3, H: 3, Nq: 65, Nk: 7, hd: 16, mask: "sample", wantKernelsAtHeadDp: 32},
-	{name: "cross 130x130 empty tiles hd72", B: 2, H: 1, Nq: 130, Nk: 130, hd: 72, mask: "tiles", wantKernelsAtHeadDp: 96},
+	{name: "cross 130x130 empty tiles hd72", B: 2, H: 1, Nq: 130, Nk: 130, hd: 72, mask: "tiles", wantKernelsAtHeadDp: 80},
 	{name: "cross 7x130 hd128 nil dq", B: 2, H: 1, Nq: 7, Nk: 130, hd: 128, mask: "sample", noDQ: true, wantKernelsAtHeadDp: 128},
 	{name: "self 7 packed nil dk dv", B: 2, H: 3, Nq: 7, Nk: 7, hd: 24, packed: true, noDK: true, noDV: true, wantKernelsAtHeadDp: 32},
 	{name: "cross 7x65 nil dv hd64", B: 2, H: 2, Nq: 7, Nk: 65, hd: 64, noDV: true, wantKernelsAtHeadDp: 64},
+	{name: "self 65 hd96", B: 1, H: 2, Nq: 65, Nk: 65, hd: 96, wantKernelsAtHeadDp: 96},
 	{name: "head dim 136: cuBLAS path", B: 2, H: 1, Nq: 7, Nk: 5, hd: 136, mask: "mixed"},
 }
 

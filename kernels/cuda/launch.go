@@ -232,8 +232,10 @@ const (
 
 var flashKinds = []flashKind{flashForward, flashDKDV, flashDQ}
 
-// flashHeadDims are the padded head dims the kernels are instantiated for.
-var flashHeadDims = []int{32, 64, 96, 128}
+// flashHeadDims are the padded head dims the kernels are instantiated for
+// (multiples of 16, flash_attention.cu's thread layout); 80 serves bench-L's
+// (DiT-XL's) 72 with 11 % padding instead of 96's 33 %.
+var flashHeadDims = []int{32, 64, 80, 96, 128}
 
 // flashHeadDim is the padded head dim of the instantiation serving head dim
 // hd, 0 when none does (hd > 128: the kernels keep hd/16 accumulators per
