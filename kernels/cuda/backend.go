@@ -11,6 +11,10 @@
 //
 //	import _ "github.com/fmtrain/fmtrain/kernels/cuda"
 //
+// Attention runs as fused FlashAttention-style kernels (flash_attention.cu)
+// wherever they apply, else as batched cuBLAS GEMMs over score blocks;
+// Options.Attention ($FMTRAIN_CUDA_ATTENTION) "gemm" picks the latter always.
+//
 // Opening either on a host without the driver returns an error saying which
 // library is missing; callers fall back to "cpu" on purpose.
 //
@@ -148,7 +152,8 @@ var (
 
 // Open opens a device. It fails on a host without the CUDA driver (the
 // error wraps cuda.ErrLibraryNotFound and names libcuda.so.1), without
-// cuBLAS or NVRTC, or when the kernels do not compile.
+// cuBLAS or NVRTC, when the kernels do not compile, or for an unknown
+// Options.Attention.
 func Open(opts Options) (*Backend, error) {
 	log := opts.Logger
 	if log == nil {
