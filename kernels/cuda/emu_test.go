@@ -410,34 +410,46 @@ func emuKernel(f *fakeDevice, name string, cfg launchCfg, args []any) error {
 	return nil
 }
 
-// newEmuBackend is a backend over the emulating fake device.
-func newEmuBackend(t *testing.T, bf16 bool) *Backend {
+// newEmuBackend is a backend over the emulating fake device, with the
+// attention implementation mode.
+func newEmuBackend(t *testing.T, bf16 bool, mode attnMode) *Backend {
 	t.Helper()
 	b, f := newFakeBackend(t, bf16)
 	f.emulate = true
+	b.attention = mode
 	return b
 }
 
+// attnModes names the attention implementations for subtests.
+var attnModes = map[string]attnMode{"fused": attnFused, "gemm": attnGEMM}
+
 // TestEmulatedConformance runs kernels' conformance suite (every op against
 // kernels.Reference at 2e-5) through the backend's real host code on the
-// emulator: with the suite's ordinary Go slices every argument is staged.
+// emulator, with either attention: with the suite's ordinary Go slices
+// every argument is staged.
 func TestEmulatedConformance(t *testing.T) {
-	kernelstest.Run(t, newEmuBackend(t, false))
+	for name, mode := range attnModes {
+		t.Run(name, func(t *testing.T) { kernelstest.Run(t, newEmuBackend(t, false, mode)) })
+	}
 }
 
 // TestEmulatedReferenceVectors runs the FM-DiT reference vectors through
 // model + backend on the emulator (managed buffers, used in place), with
-// the GPU test's checks: fp32 through model/modeltest, bf16 at its own
-// tolerances.
+// the GPU test's checks, with either attention: fp32 through
+// model/modeltest, bf16 at its own tolerances.
 func TestEmulatedReferenceVectors(t *testing.T) {
-	t.Run("fp32", func(t *testing.T) {
-		for _, path := range modeltest.VectorFiles(t) {
-			modeltest.Check(t, modeltest.LoadCase(t, path), newEmuBackend(t, false), nil)
-		}
-	})
-	t.Run("bf16", func(t *testing.T) { checkBF16Vectors(t, func() *Backend { return newEmuBackend(t, true) }) })
+	for name, mode := range attnModes {
+		t.Run(name+"/fp32", func(t *testing.T) {
+			for _, path := range modeltest.VectorFiles(t) {
+				modeltest.Check(t, modeltest.LoadCase(t, path), newEmuBackend(t, false, mode), nil)
+			}
+		})
+		t.Run(name+"/bf16", func(t *testing.T) { checkBF16Vectors(t, func() *Backend { return newEmuBackend(t, true, mode) }) })
+	}
 }
 
 // TestEmulatedAdamWMatchesOptim: the host scalars and the argument order
 // of the fused AdamW, through the kernel's transcription.
-func TestEmulatedAdamWMatchesOptim(t *testing.T) { checkAdamW(t, newEmuBackend(t, false), 4096) }
+func TestEmulatedAdamWMatchesOptim(t *testing.T) {
+	checkAdamW(t, newEmuBackend(t, false, attnFused), 4096)
+}
