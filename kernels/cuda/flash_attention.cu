@@ -62,7 +62,7 @@ __device__ __forceinline__ void fa_load_tile(float* tile, int rows, const float*
     }
 }
 
-// fa_row_stats: lse and D of query rows [row0, row0+FA_BR) of (b, h) row
+// fa_load_row_stats: lse and D of query rows [row0, row0+FA_BR) of (b, h) row
 // block rowBase = (b*heads + h)*Nq into shared memory; rows past Nq get
 // lse = +inf (so probability 0) and D = 0.
 __device__ __forceinline__ void fa_load_row_stats(float* sL, float* sD, const float* lse, const float* D, long long rowBase, int row0, int Nq) {
