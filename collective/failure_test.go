@@ -119,6 +119,46 @@ func testSilentPeer(t *testing.T, transport string, length int) {
 	}
 }
 
+// TestDivergedCallsFail: ranks that make different calls (another
+// operation or another length) fail with an error
+// naming both calls, on both transports, instead of reading each other's
+// bytes as their own.
+func TestDivergedCallsFail(t *testing.T) {
+	noLeaks(t)
+	for _, tr := range transports {
+		for _, n := range []int{2, 3} {
+			for name, call := range map[string]func(c Communicator, r int) error{
+				"length": func(c Communicator, r int) error {
+					return c.AllReduce(context.Background(), make([]float32, 100+r), OpSum)
+				},
+				"operation": func(c Communicator, r int) error {
+					if r == 0 {
+						return c.Barrier(context.Background())
+					}
+					return c.AllReduce(context.Background(), make([]float32, 1), OpSum)
+				},
+			} {
+				t.Run(fmt.Sprintf("%s/n=%d/%s", tr, n, name), func(t *testing.T) {
+					c := newClusterOn(t, tr, n, testOptions())
+					errs := each(n, func(r int) error { return call(c.comms[r], r) })
+					diverged := 0
+					for r, err := range errs {
+						if !errors.Is(err, ErrPeerLost) {
+							t.Errorf("rank %d: got %v, want ErrPeerLost", r, err)
+						}
+						if err != nil && strings.Contains(err.Error(), "calls diverged") {
+							diverged++
+						}
+					}
+					if diverged == 0 {
+						t.Errorf("no rank says the calls diverged: %v", errs)
+					}
+				})
+			}
+		}
+	}
+}
+
 // TestContextCancelAbortsEveryRank: one rank's context is cancelled while
 // the others wait for it; all of them return promptly.
 func TestContextCancelAbortsEveryRank(t *testing.T) {

@@ -9,6 +9,13 @@ const (
 	planRing planKind = 1 + iota
 	// planBroadcast: chunks flow from root along the ring.
 	planBroadcast
+	// planExchange (two ranks): each sends its whole buffer to the other
+	// and adds what it receives, chunk by chunk, once that region of its
+	// own buffer has gone out. The same bytes as the ring (one buffer each
+	// way) in one step instead of two, so nothing waits for a reduction
+	// before it may be sent; a+b and b+a are the same bits, so both ranks
+	// agree.
+	planExchange
 )
 
 // plan is one operation's schedule, cut into units: one chunk of one
@@ -76,6 +83,9 @@ func (p *plan) chunk(lo, hi, c int) (int, int) {
 func (p *plan) distance() int { return mod(p.rank-p.root, p.size) }
 
 func (p *plan) recvUnits() int {
+	if p.kind == planExchange {
+		return p.chunks
+	}
 	if p.kind == planBroadcast {
 		if p.distance() == 0 {
 			return 0
@@ -86,6 +96,9 @@ func (p *plan) recvUnits() int {
 }
 
 func (p *plan) sendUnits() int {
+	if p.kind == planExchange {
+		return p.chunks
+	}
 	if p.kind == planBroadcast {
 		if p.distance() == p.size-1 {
 			return 0 // next is root
@@ -99,6 +112,10 @@ func (p *plan) sendUnits() int {
 // buf (else copied over it), and whether it is the last addition to its
 // segment (where OpAverage divides).
 func (p *plan) recvUnit(u int) (lo, hi int, reduce, last bool) {
+	if p.kind == planExchange {
+		lo, hi = p.chunk(0, len(p.buf), u)
+		return lo, hi, true, true
+	}
 	if p.kind == planBroadcast {
 		lo, hi = p.chunk(0, len(p.buf), u)
 		return lo, hi, false, false
@@ -112,6 +129,10 @@ func (p *plan) recvUnit(u int) (lo, hi int, reduce, last bool) {
 // sendUnit returns send unit u's bounds and how many receive units must be
 // done before it may go (it forwards what they brought).
 func (p *plan) sendUnit(u int) (lo, hi, needRecv int) {
+	if p.kind == planExchange {
+		lo, hi = p.chunk(0, len(p.buf), u)
+		return lo, hi, 0
+	}
 	if p.kind == planBroadcast {
 		lo, hi = p.chunk(0, len(p.buf), u)
 		if p.distance() == 0 {
@@ -130,12 +151,23 @@ func (p *plan) sendUnit(u int) (lo, hi, needRecv int) {
 
 // recvNeedsSent returns how many send units must be done before receive
 // unit u may overwrite its region: a ring segment received at step s was
-// sent by this rank at step s+1−n (during the all-gather half).
+// sent by this rank at step s+1−n (during the all-gather half). An exchange
+// may read at once; only adding into the buffer waits (addNeedsSent).
 func (p *plan) recvNeedsSent(u int) int {
-	if p.kind == planBroadcast {
+	if p.kind == planBroadcast || p.kind == planExchange {
 		return 0
 	}
 	return max(0, u-(p.size-1)*p.chunks+1)
+}
+
+// addNeedsSent returns how many send units must be done before a piece of
+// receive unit u may be added into the buffer: in an exchange the region
+// goes out from the same buffer, so unit u itself.
+func (p *plan) addNeedsSent(u int) int {
+	if p.kind == planExchange {
+		return u + 1
+	}
+	return 0
 }
 
 func ceilDiv(a, b int) int { return (a + b - 1) / b }

@@ -44,6 +44,9 @@ type pollLinks struct {
 	recvReady    bool
 	piece        []float32 // the piece being filled (buf or scratch)
 	filled       int       // bytes of piece filled
+	held         bool      // piece is full but may not be added yet (planExchange)
+	hdrOut       []byte    // the rest of the operation's header to send
+	hdrFilled    int       // header bytes received (of headerBytes, when any are due)
 	idleSince    time.Time
 
 	onPrev, onNext          func(fd uintptr) bool
@@ -127,8 +130,15 @@ func (l *pollLinks) ready(fd int, events int16) bool {
 func (r *ring) runPolled(p *plan, deadline time.Time) error {
 	l := r.poll
 	l.plan, l.deadline, l.err = p, deadline, nil
-	l.su, l.ru, l.sendReady, l.recvReady, l.idleSince = 0, 0, false, false, time.Time{}
-	defer func() { l.plan, l.out, l.piece = nil, nil, nil }()
+	l.su, l.ru, l.sendReady, l.recvReady, l.held, l.idleSince = 0, 0, false, false, false, time.Time{}
+	l.hdrOut, l.hdrFilled = nil, headerBytes
+	if p.sendUnits() > 0 {
+		l.hdrOut = r.hdrOut[:]
+	}
+	if p.recvUnits() > 0 {
+		l.hdrFilled = 0
+	}
+	defer func() { l.plan, l.out, l.piece, l.hdrOut = nil, nil, nil, nil }()
 	for {
 		if err := l.prev.Read(l.onPrev); err != nil && l.err == nil {
 			return r.linkError(r.prevRank(), "receiving from", err)
@@ -164,7 +174,17 @@ func (l *pollLinks) progress(rfd, wfd int) error {
 	for l.su < nSend || l.ru < nRecv {
 		moved := false
 
-		for l.su < nSend {
+		for len(l.hdrOut) > 0 {
+			m, blocked, err := l.write(wfd, &l.hdrOut)
+			moved = moved || m
+			if err != nil {
+				return err
+			}
+			if blocked {
+				break
+			}
+		}
+		for l.su < nSend && len(l.hdrOut) == 0 {
 			if !l.sendReady {
 				lo, hi, need := p.sendUnit(l.su)
 				if l.ru < need {
@@ -173,15 +193,13 @@ func (l *pollLinks) progress(rfd, wfd int) error {
 				l.out, l.sendReady = floatBytes(p.buf[lo:hi]), true
 			}
 			if len(l.out) > 0 {
-				n, err := syscall.Write(wfd, l.out)
-				if n > 0 {
-					l.out, moved = l.out[n:], true
+				m, blocked, err := l.write(wfd, &l.out)
+				moved = moved || m
+				if err != nil {
+					return err
 				}
-				if err != nil && !errors.Is(err, syscall.EINTR) {
-					if errors.Is(err, syscall.EAGAIN) {
-						break
-					}
-					return r.linkError(r.nextRank(), "sending to", os.NewSyscallError("write", err))
+				if blocked {
+					break
 				}
 				if len(l.out) > 0 {
 					continue
@@ -191,7 +209,19 @@ func (l *pollLinks) progress(rfd, wfd int) error {
 			l.sendReady = false
 		}
 
-		for l.ru < nRecv {
+		if l.hdrFilled < headerBytes {
+			m, err := l.read(rfd, r.hdrIn[:], &l.hdrFilled)
+			moved = moved || m
+			if err != nil {
+				return err
+			}
+			if l.hdrFilled == headerBytes {
+				if err := r.checkHeader(&r.hdrIn); err != nil {
+					return err
+				}
+			}
+		}
+		for l.ru < nRecv && l.hdrFilled == headerBytes {
 			if !l.recvReady {
 				if l.su < p.recvNeedsSent(l.ru) {
 					break
@@ -208,23 +238,24 @@ func (l *pollLinks) progress(rfd, wfd int) error {
 			}
 			if l.piece != nil {
 				b := floatBytes(l.piece)
-				n, err := syscall.Read(rfd, b[l.filled:])
-				switch {
-				case n > 0:
-					l.filled += n
-					moved = true
-				case err == nil: // n == 0: the peer closed
-					return r.linkError(r.prevRank(), "receiving from", io.EOF)
-				case errors.Is(err, syscall.EINTR):
-					continue
-				case errors.Is(err, syscall.EAGAIN):
-				default:
-					return r.linkError(r.prevRank(), "receiving from", os.NewSyscallError("read", err))
-				}
 				if l.filled < len(b) {
-					break
+					m, err := l.read(rfd, b, &l.filled)
+					moved = moved || m
+					if err != nil {
+						return err
+					}
+					if l.filled < len(b) {
+						break
+					}
 				}
 				if l.reduce {
+					// In an exchange the piece's region of the buffer is also
+					// going out: hold the piece (reading no further, so the
+					// peer's sends can back up only as far as ours) until it has.
+					l.held = p.kind == planExchange && l.sentBytes() < 4*(l.rlo+len(l.piece))
+					if l.held {
+						break
+					}
 					dst := p.buf[l.rlo : l.rlo+len(l.piece)]
 					if l.last && p.op == OpAverage {
 						addDiv(dst, l.piece, float32(r.size))
@@ -255,6 +286,65 @@ func (l *pollLinks) progress(rfd, wfd int) error {
 	return nil
 }
 
+// write sends what it can of *out, advancing it; blocked says the socket
+// took nothing more (EAGAIN).
+func (l *pollLinks) write(fd int, out *[]byte) (moved, blocked bool, err error) {
+	for {
+		n, err := syscall.Write(fd, *out)
+		if n > 0 {
+			*out, moved = (*out)[n:], true
+		}
+		switch {
+		case err == nil:
+			return moved, false, nil
+		case errors.Is(err, syscall.EINTR):
+		case errors.Is(err, syscall.EAGAIN):
+			return moved, true, nil
+		default:
+			r := l.ring
+			return moved, true, r.linkError(r.nextRank(), "sending to", os.NewSyscallError("write", err))
+		}
+	}
+}
+
+// read receives what has arrived into b[*filled:], advancing *filled.
+func (l *pollLinks) read(fd int, b []byte, filled *int) (moved bool, err error) {
+	r := l.ring
+	for {
+		n, err := syscall.Read(fd, b[*filled:])
+		switch {
+		case n > 0:
+			*filled += n
+			return true, nil
+		case err == nil: // n == 0: the peer closed
+			return false, r.linkError(r.prevRank(), "receiving from", io.EOF)
+		case errors.Is(err, syscall.EINTR):
+		case errors.Is(err, syscall.EAGAIN):
+			return false, nil
+		default:
+			return false, r.linkError(r.prevRank(), "receiving from", os.NewSyscallError("read", err))
+		}
+	}
+}
+
+// sentBytes is how much of the buffer has gone out, for planExchange,
+// whose sends run through it from the start.
+func (l *pollLinks) sentBytes() int {
+	if l.su == l.plan.sendUnits() {
+		return 4 * len(l.plan.buf)
+	}
+	lo, hi, _ := l.plan.sendUnit(l.su)
+	if !l.sendReady {
+		return 4 * lo
+	}
+	return 4*hi - len(l.out)
+}
+
+// reading says whether progress waits for data from rank r−1.
+func (l *pollLinks) reading() bool {
+	return l.hdrFilled < headerBytes || (l.recvReady && !l.held)
+}
+
 // idle is one round of waiting when neither socket moved: a yield of the
 // CPU while the spin budget lasts. Past it, progress stops (stop) to wait
 // in the netpoller for the one socket it needs, or, when it needs either,
@@ -270,7 +360,7 @@ func (l *pollLinks) idle(rfd, wfd int) (stop bool, err error) {
 	if now.After(l.deadline) {
 		// Waiting to receive means rank r−1 is silent; otherwise rank r+1
 		// stopped draining our sends.
-		if l.recvReady {
+		if l.reading() {
 			return true, r.linkError(r.prevRank(), "receiving from", os.ErrDeadlineExceeded)
 		}
 		return true, r.linkError(r.nextRank(), "sending to", os.ErrDeadlineExceeded)
@@ -282,11 +372,12 @@ func (l *pollLinks) idle(rfd, wfd int) (stop bool, err error) {
 		_, _, _ = syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0)
 		return false, nil
 	}
+	reading, writing := l.reading(), l.sendReady || len(l.hdrOut) > 0
 	switch {
-	case l.recvReady && !l.sendReady:
+	case reading && !writing:
 		l.want = wantRead
 		return true, nil
-	case l.sendReady && !l.recvReady:
+	case writing && !reading:
 		l.want = wantWrite
 		return true, nil
 	}

@@ -43,7 +43,11 @@ type ring struct {
 	barrier  []float32 // Size() floats for Barrier's all-gather
 	gathered []float32 // Size() × the small-message limit, for allReduceSmall
 	token    [1]float32
-	plan     plan          // the running operation; written only between operations
+	plan     plan     // the running operation; written only between operations
+	header   opHeader // the running operation's header (header.go)
+	seq      uint32   // operations that have communicated
+	hdrOut   [headerBytes]byte
+	hdrIn    [headerBytes]byte
 	work     chan *plan    // caller → sender: start sending this plan
 	sendDone chan error    // sender → caller: the plan's sends finished
 	kick     chan struct{} // receiver → sender: recvDone advanced
@@ -140,6 +144,11 @@ func (r *ring) AllReduce(ctx context.Context, buf []float32, op Op) error {
 	if r.size == 1 || len(buf) == 0 {
 		return nil
 	}
+	if r.size == 2 {
+		r.plan = plan{kind: planExchange, buf: buf, op: op}
+		r.plan.layout(r.rank, r.size, r.opts.ChunkBytes)
+		return r.run(ctx, "allreduce")
+	}
 	if len(buf) <= r.smallLimit() {
 		return r.allReduceSmall(ctx, buf, op)
 	}
@@ -148,8 +157,9 @@ func (r *ring) AllReduce(ctx context.Context, buf []float32, op Op) error {
 	return r.run(ctx, "allreduce")
 }
 
-// allReduceSmall is the latency path: the ring all-gathers every rank's
-// whole buffer (n−1 steps instead of 2(n−1); one exchange for two ranks),
+// allReduceSmall is the latency path for three ranks or more (two ranks
+// exchange, planExchange): the ring all-gathers every rank's whole buffer
+// (n−1 steps instead of 2(n−1)),
 // then every rank adds the n buffers in rank order, so all ranks compute
 // the same bits.
 func (r *ring) allReduceSmall(ctx context.Context, buf []float32, op Op) error {
@@ -158,15 +168,11 @@ func (r *ring) allReduceSmall(ctx context.Context, buf []float32, op Op) error {
 	if err := r.allGather(ctx, buf, all, "allreduce"); err != nil {
 		return err
 	}
-	if r.size == 2 {
-		add(buf, all[(1-r.rank)*m:][:m]) // buf is ours: a+b and b+a are the same bits
-	} else {
-		if r.rank != 0 {
-			copy(buf, all[:m])
-		}
-		for src := 1; src < r.size; src++ {
-			add(buf, all[src*m:(src+1)*m])
-		}
+	if r.rank != 0 {
+		copy(buf, all[:m])
+	}
+	for src := 1; src < r.size; src++ {
+		add(buf, all[src*m:(src+1)*m])
 	}
 	if op == OpAverage {
 		div(buf, float32(r.size))
@@ -250,7 +256,7 @@ func (r *ring) run(ctx context.Context, name string) error {
 	r.mu.Lock()
 	gone := r.nextGone
 	r.mu.Unlock()
-	if gone {
+	if gone && r.plan.sendUnits() > 0 { // a broadcast's last rank sends nothing
 		err := r.linkError(r.nextRank(), "sending to", io.ErrClosedPipe)
 		r.abort(err, noticePeerLost, r.nextRank())
 		return r.opError(name, r.failure())
@@ -261,6 +267,9 @@ func (r *ring) run(ctx context.Context, name string) error {
 	}
 	_ = r.prev.SetReadDeadline(deadline)
 	_ = r.next.SetWriteDeadline(deadline)
+	r.seq++
+	r.header = opHeader{op: opCode(name), seq: r.seq, count: uint64(len(r.plan.buf))}
+	r.header.encode(&r.hdrOut)
 	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() {
 			r.abort(context.Cause(ctx), noticeAborted, r.rank)
@@ -285,14 +294,17 @@ func (r *ring) run(ctx context.Context, name string) error {
 		return r.opError(name, r.failure())
 	}
 	recvErr := r.receive(&r.plan)
+	if recvErr != nil {
+		// Abort before waiting for the sender: it may be blocked on a peer
+		// that will not read until it hears of the failure.
+		r.abort(recvErr, noticePeerLost, r.prevRank())
+	}
 	sendErr := <-r.sendDone
 	r.plan.buf = nil // do not keep the caller's buffer alive
 	if recvErr == nil && sendErr == nil {
 		return nil
 	}
-	if recvErr != nil {
-		r.abort(recvErr, noticePeerLost, r.prevRank())
-	} else {
+	if sendErr != nil {
 		r.abort(sendErr, noticePeerLost, r.nextRank())
 	}
 	return r.opError(name, r.failure())
@@ -302,6 +314,14 @@ func (r *ring) run(ctx context.Context, name string) error {
 // into the buffer, and tells the sender after each unit.
 func (r *ring) receive(p *plan) error {
 	n := p.recvUnits()
+	if n > 0 {
+		if _, err := io.ReadFull(r.prev, r.hdrIn[:]); err != nil {
+			return r.linkError(r.prevRank(), "receiving from", err)
+		}
+		if err := r.checkHeader(&r.hdrIn); err != nil {
+			return err
+		}
+	}
 	for u := range n {
 		if err := r.waitSent(p.recvNeedsSent(u)); err != nil {
 			return err
@@ -350,6 +370,9 @@ func (r *ring) recvUnit(p *plan, u int) error {
 		if err := readFloats(r.prev, r.scratch[:m]); err != nil {
 			return r.linkError(r.prevRank(), "receiving from", err)
 		}
+		if err := r.waitSent(p.addNeedsSent(u)); err != nil {
+			return err
+		}
 		dst := p.buf[lo : lo+m]
 		if last && p.op == OpAverage {
 			addDiv(dst, r.scratch[:m], float32(r.size))
@@ -381,6 +404,11 @@ func (r *ring) sendLoop() {
 
 func (r *ring) send(p *plan) error {
 	n := p.sendUnits()
+	if n > 0 {
+		if _, err := r.next.Write(r.hdrOut[:]); err != nil {
+			return r.linkError(r.nextRank(), "sending to", err)
+		}
+	}
 	for u := range n {
 		lo, hi, need := p.sendUnit(u)
 		for r.recvDone.Load() < int64(need) {
