@@ -106,7 +106,7 @@ const (
 	DefaultChunkBytes  = 1 << 20
 	MinChunkBytes      = 4 << 10
 	MaxChunkBytes      = 64 << 20
-	DefaultSpinWait    = 50 * time.Microsecond
+	DefaultSpinWait    = 5 * time.Millisecond
 )
 
 // Options tune a Communicator. The zero value works.
@@ -121,11 +121,12 @@ type Options struct {
 	// MinChunkBytes and MaxChunkBytes): while one chunk is on the wire the
 	// previous one is being reduced and the next one is being sent onwards.
 	ChunkBytes int
-	// SpinWait is how long a rank polls its socket for the previous rank's
-	// data before sleeping in the kernel (default DefaultSpinWait; negative
-	// never polls). Polling saves a wake-up per ring step, which is most of a
-	// small message's latency; each empty poll yields the CPU, so ranks
-	// sharing cores still make progress. Linux TCP only.
+	// SpinWait is how long an operation polls its sockets, yielding the CPU
+	// between polls, before it sleeps in the kernel; negative never polls.
+	// Zero picks DefaultSpinWait, unless this host runs more ranks of the
+	// ring than it has CPUs: then polling ranks would only take turns
+	// yielding to each other, and none polls. Polling saves a wake-up per
+	// ring step, which is most of a small message's latency. Linux TCP only.
 	SpinWait time.Duration
 	// Logger receives join and failure events (default: discard).
 	Logger *slog.Logger
@@ -141,9 +142,6 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.ChunkBytes == 0 {
 		o.ChunkBytes = DefaultChunkBytes
-	}
-	if o.SpinWait == 0 {
-		o.SpinWait = DefaultSpinWait
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

@@ -17,23 +17,23 @@ import (
 // operation runs on the caller's goroutine: it writes to rank r+1 and reads
 // from rank r−1 whatever each socket takes or holds, reduces what arrived,
 // and only when neither moves does it poll the sockets for a while
-// (yielding the CPU between polls) and then wait for them.
+// (yielding the CPU between polls) and then sleep in poll(2).
 //
-// Compared with a sender goroutine and blocking reads this saves, per ring
-// step, the hand-offs between goroutines, which on a VM cost tens of µs
-// each and dominate small and mid-sized all-reduces.
+// The ring owns the two descriptors outright (duplicates; the net.Conns are
+// closed, which takes them out of Go's netpoller). Left in the netpoller,
+// every arrival and every freed send buffer would also wake a runtime
+// thread that has nothing to do with it: measured, one epoll wake-up and an
+// extra thread's CPU per operation, which on two cores costs a small
+// all-reduce more than the message itself.
 type pollLinks struct {
-	ring       *ring
-	prev, next syscall.RawConn
-	fds        [2]unix.PollFd // poll(2)'s set, kept here so waiting allocates nothing
+	ring     *ring
+	rfd, wfd int            // rank r−1 (prev) and rank r+1 (next)
+	fds      [2]unix.PollFd // poll(2)'s set, kept here so waiting allocates nothing
+	noteFds  [1]unix.PollFd // the notice reader's, used by another goroutine
 
-	// The running operation. The RawConn callbacks read and advance it;
-	// they are bound once so that an operation allocates nothing.
+	// The running operation.
 	plan      *plan
 	deadline  time.Time
-	err       error
-	want      int // what the last progress round stopped for (wantRead…)
-	rfd       int
 	su, ru    int    // the send and receive units in progress
 	out       []byte // the rest of send unit su, once loaded
 	sendReady bool   // out holds send unit su
@@ -48,88 +48,118 @@ type pollLinks struct {
 	hdrOut       []byte    // the rest of the operation's header to send
 	hdrFilled    int       // header bytes received (of headerBytes, when any are due)
 	idleSince    time.Time
-
-	onPrev, onNext          func(fd uintptr) bool
-	waitRead, waitWrite     func(fd uintptr) bool
-	waitedRead, waitedWrite bool
 }
 
-// What a progress round stopped for.
-const (
-	wantNothing = iota // the operation is done
-	wantRead           // only data from rank r−1 lets it go on
-	wantWrite          // only room towards rank r+1 lets it go on
-)
-
-// newPollLinks returns r's engine for TCP links, or nil for other
-// transports (the in-memory pipes of tests), which use the goroutine path.
+// newPollLinks returns r's engine for TCP links, taking over their
+// descriptors, or nil for other transports (the in-memory pipes of tests),
+// which keep the goroutine path.
 func newPollLinks(r *ring, next, prev net.Conn) *pollLinks {
 	n, ok1 := next.(*net.TCPConn)
 	p, ok2 := prev.(*net.TCPConn)
 	if !ok1 || !ok2 {
 		return nil
 	}
-	nr, err1 := n.SyscallConn()
-	pr, err2 := p.SyscallConn()
-	if err1 != nil || err2 != nil {
+	wfd, err := dupSocket(n)
+	if err != nil {
 		return nil
 	}
-	l := &pollLinks{ring: r, prev: pr, next: nr}
-	l.onPrev = func(rfd uintptr) bool {
-		l.rfd = int(rfd)
-		if l.su == l.plan.sendUnits() {
-			// Nothing left to send: do not claim next, whose write side
-			// may be shut already (rank r+1 closed once it had our data).
-			l.err = l.progress(l.rfd, -1)
-			return true
-		}
-		if err := l.next.Write(l.onNext); err != nil && l.err == nil {
-			l.err = r.linkError(r.nextRank(), "sending to", err)
-		}
-		return true
+	rfd, err := dupSocket(p)
+	if err != nil {
+		_ = unix.Close(wfd)
+		return nil
 	}
-	l.onNext = func(wfd uintptr) bool {
-		l.err = l.progress(l.rfd, int(wfd))
-		return true
-	}
-	// The waits run after RawConn has armed the netpoller, so checking
-	// readiness once more first cannot miss an event that came before.
-	l.waitRead = func(fd uintptr) bool {
-		if l.waitedRead {
-			return true
-		}
-		l.waitedRead = true
-		return l.ready(int(fd), unix.POLLIN)
-	}
-	l.waitWrite = func(fd uintptr) bool {
-		if l.waitedWrite {
-			return true
-		}
-		l.waitedWrite = true
-		return l.ready(int(fd), unix.POLLOUT)
-	}
-	return l
+	_ = next.Close()
+	_ = prev.Close()
+	return &pollLinks{ring: r, rfd: rfd, wfd: wfd}
 }
 
-// ready polls fd without waiting: is it ready for events (or failed)?
-func (l *pollLinks) ready(fd int, events int16) bool {
-	l.fds[0] = unix.PollFd{Fd: int32(fd), Events: events}
-	n, err := unix.Poll(l.fds[:1], 0)
-	return err != nil || n > 0
+// dupSocket duplicates c's descriptor (non-blocking, like c's: the flag
+// belongs to the shared open file).
+func dupSocket(c *net.TCPConn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	cerr := raw.Control(func(s uintptr) {
+		fd, err = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
+	})
+	if cerr != nil {
+		return -1, cerr
+	}
+	return fd, err
 }
 
-// runPolled executes p until done, the deadline, or the ring's death. The
-// sockets' descriptors are held (RawConn.Read/Write) while a round runs, so
-// a concurrent Close cannot reuse them under it: Close aborts first, which
-// ends the round, and waits for the descriptors.
-//
-// A round runs until the operation is done or nothing has moved for the
-// spin budget. Then it waits in Go's netpoller for the one socket it needs
-// (the deadlines set by run, or an abort's past deadlines, end that wait),
-// or in poll(2) when it needs either socket.
+// shutdown ends both connections, which wakes any poll(2) on them; the
+// descriptors stay valid until close.
+func (l *pollLinks) shutdown() {
+	_ = unix.Shutdown(l.rfd, unix.SHUT_RDWR)
+	_ = unix.Shutdown(l.wfd, unix.SHUT_RDWR)
+}
+
+// close releases the descriptors, once no goroutine uses them.
+func (l *pollLinks) close() {
+	_ = unix.Close(l.rfd)
+	_ = unix.Close(l.wfd)
+}
+
+// readNotice blocks until rank r+1 sends an 8-byte notice on the reverse
+// direction of next, the connection fails, or the ring dies.
+func (l *pollLinks) readNotice(msg *[8]byte) error {
+	got := 0
+	for got < len(msg) {
+		select {
+		case <-l.ring.dead:
+			return l.ring.failure()
+		default:
+		}
+		n, err := unix.Read(l.wfd, msg[got:])
+		switch {
+		case n > 0:
+			got += n
+			continue
+		case err == nil:
+			return io.EOF
+		case errors.Is(err, unix.EINTR):
+			continue
+		case !errors.Is(err, unix.EAGAIN):
+			return os.NewSyscallError("read", err)
+		}
+		l.noteFds[0] = unix.PollFd{Fd: int32(l.wfd), Events: unix.POLLIN}
+		if _, err := unix.Poll(l.noteFds[:], int(maxPollWait/time.Millisecond)); err != nil && !errors.Is(err, unix.EINTR) {
+			return os.NewSyscallError("poll", err)
+		}
+	}
+	return nil
+}
+
+// writeNotice sends an abort notice to rank r−1, giving it within: a peer
+// that is gone must not hold up the ending.
+func (l *pollLinks) writeNotice(msg []byte, within time.Duration) {
+	end := time.Now().Add(within)
+	var fds [1]unix.PollFd
+	for len(msg) > 0 && time.Now().Before(end) {
+		n, err := unix.Write(l.rfd, msg)
+		if n > 0 {
+			msg = msg[n:]
+			continue
+		}
+		if err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) {
+			return
+		}
+		fds[0] = unix.PollFd{Fd: int32(l.rfd), Events: unix.POLLOUT}
+		_, _ = unix.Poll(fds[:], int(max(time.Until(end).Milliseconds(), 1)))
+	}
+}
+
+// maxPollWait bounds one sleep in poll(2), so an abort from another
+// goroutine (which closes r.dead) is seen within it.
+const maxPollWait = 10 * time.Millisecond
+
+// runPolled executes p until done, the deadline, or the ring's death.
 func (r *ring) runPolled(p *plan, deadline time.Time) error {
 	l := r.poll
-	l.plan, l.deadline, l.err = p, deadline, nil
+	l.plan, l.deadline = p, deadline
 	l.su, l.ru, l.sendReady, l.recvReady, l.held, l.idleSince = 0, 0, false, false, false, time.Time{}
 	l.hdrOut, l.hdrFilled = nil, headerBytes
 	if p.sendUnits() > 0 {
@@ -138,44 +168,23 @@ func (r *ring) runPolled(p *plan, deadline time.Time) error {
 	if p.recvUnits() > 0 {
 		l.hdrFilled = 0
 	}
-	defer func() { l.plan, l.out, l.piece, l.hdrOut = nil, nil, nil, nil }()
-	for {
-		if err := l.prev.Read(l.onPrev); err != nil && l.err == nil {
-			return r.linkError(r.prevRank(), "receiving from", err)
-		}
-		if l.err != nil {
-			return l.err
-		}
-		switch l.want {
-		case wantNothing:
-			return nil
-		case wantRead:
-			l.waitedRead = false
-			if err := l.prev.Read(l.waitRead); err != nil {
-				return r.linkError(r.prevRank(), "receiving from", err)
-			}
-		case wantWrite:
-			l.waitedWrite = false
-			if err := l.next.Write(l.waitWrite); err != nil {
-				return r.linkError(r.nextRank(), "sending to", err)
-			}
-		}
-		l.idleSince = time.Time{}
-	}
+	err := l.progress()
+	l.plan, l.out, l.piece, l.hdrOut = nil, nil, nil, nil
+	return err
 }
 
-// progress advances the operation's send and receive units. Units keep the
-// goroutine path's order and dependencies: send unit u waits for the
-// receive units it forwards, and a receive unit that overwrites a region
-// waits until that region has been sent.
-func (l *pollLinks) progress(rfd, wfd int) error {
+// progress advances the operation's send and receive units until done.
+// Units keep the goroutine path's order and dependencies: send unit u waits
+// for the receive units it forwards, and a receive unit that overwrites a
+// region waits until that region has been sent.
+func (l *pollLinks) progress() error {
 	r, p := l.ring, l.plan
 	nSend, nRecv := p.sendUnits(), p.recvUnits()
-	for l.su < nSend || l.ru < nRecv {
+	for l.su < nSend || l.ru < nRecv || len(l.hdrOut) > 0 || l.hdrFilled < headerBytes {
 		moved := false
 
 		for len(l.hdrOut) > 0 {
-			m, blocked, err := l.write(wfd, &l.hdrOut)
+			m, blocked, err := l.write(&l.hdrOut)
 			moved = moved || m
 			if err != nil {
 				return err
@@ -193,7 +202,7 @@ func (l *pollLinks) progress(rfd, wfd int) error {
 				l.out, l.sendReady = floatBytes(p.buf[lo:hi]), true
 			}
 			if len(l.out) > 0 {
-				m, blocked, err := l.write(wfd, &l.out)
+				m, blocked, err := l.write(&l.out)
 				moved = moved || m
 				if err != nil {
 					return err
@@ -210,7 +219,7 @@ func (l *pollLinks) progress(rfd, wfd int) error {
 		}
 
 		if l.hdrFilled < headerBytes {
-			m, err := l.read(rfd, r.hdrIn[:], &l.hdrFilled)
+			m, err := l.read(r.hdrIn[:], &l.hdrFilled)
 			moved = moved || m
 			if err != nil {
 				return err
@@ -239,7 +248,7 @@ func (l *pollLinks) progress(rfd, wfd int) error {
 			if l.piece != nil {
 				b := floatBytes(l.piece)
 				if l.filled < len(b) {
-					m, err := l.read(rfd, b, &l.filled)
+					m, err := l.read(b, &l.filled)
 					moved = moved || m
 					if err != nil {
 						return err
@@ -277,20 +286,18 @@ func (l *pollLinks) progress(rfd, wfd int) error {
 			l.idleSince = time.Time{}
 			continue
 		}
-		stop, err := l.idle(rfd, wfd)
-		if err != nil || stop {
+		if err := l.idle(); err != nil {
 			return err
 		}
 	}
-	l.want = wantNothing
 	return nil
 }
 
 // write sends what it can of *out, advancing it; blocked says the socket
 // took nothing more (EAGAIN).
-func (l *pollLinks) write(fd int, out *[]byte) (moved, blocked bool, err error) {
+func (l *pollLinks) write(out *[]byte) (moved, blocked bool, err error) {
 	for {
-		n, err := syscall.Write(fd, *out)
+		n, err := syscall.Write(l.wfd, *out)
 		if n > 0 {
 			*out, moved = (*out)[n:], true
 		}
@@ -308,10 +315,10 @@ func (l *pollLinks) write(fd int, out *[]byte) (moved, blocked bool, err error) 
 }
 
 // read receives what has arrived into b[*filled:], advancing *filled.
-func (l *pollLinks) read(fd int, b []byte, filled *int) (moved bool, err error) {
+func (l *pollLinks) read(b []byte, filled *int) (moved bool, err error) {
 	r := l.ring
 	for {
-		n, err := syscall.Read(fd, b[*filled:])
+		n, err := syscall.Read(l.rfd, b[*filled:])
 		switch {
 		case n > 0:
 			*filled += n
@@ -346,50 +353,42 @@ func (l *pollLinks) reading() bool {
 }
 
 // idle is one round of waiting when neither socket moved: a yield of the
-// CPU while the spin budget lasts. Past it, progress stops (stop) to wait
-// in the netpoller for the one socket it needs, or, when it needs either,
-// polls both here, up to maxPollWait so that an abort (r.dead) is seen.
-func (l *pollLinks) idle(rfd, wfd int) (stop bool, err error) {
+// CPU while the spin budget lasts, then poll(2) on the sockets progress
+// waits for, up to maxPollWait so that an abort (r.dead) is seen.
+func (l *pollLinks) idle() error {
 	r := l.ring
 	select {
 	case <-r.dead:
-		return true, r.failure()
+		return r.failure()
 	default:
 	}
 	now := time.Now()
+	reading, writing := l.reading(), l.sendReady || len(l.hdrOut) > 0
 	if now.After(l.deadline) {
 		// Waiting to receive means rank r−1 is silent; otherwise rank r+1
 		// stopped draining our sends.
-		if l.reading() {
-			return true, r.linkError(r.prevRank(), "receiving from", os.ErrDeadlineExceeded)
+		if reading {
+			return r.linkError(r.prevRank(), "receiving from", os.ErrDeadlineExceeded)
 		}
-		return true, r.linkError(r.nextRank(), "sending to", os.ErrDeadlineExceeded)
+		return r.linkError(r.nextRank(), "sending to", os.ErrDeadlineExceeded)
 	}
 	if l.idleSince.IsZero() {
 		l.idleSince = now
 	}
 	if now.Sub(l.idleSince) < r.opts.SpinWait {
 		_, _, _ = syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0)
-		return false, nil
+		return nil
 	}
-	reading, writing := l.reading(), l.sendReady || len(l.hdrOut) > 0
-	switch {
-	case reading && !writing:
-		l.want = wantRead
-		return true, nil
-	case writing && !reading:
-		l.want = wantWrite
-		return true, nil
+	set := l.fds[:0]
+	if reading {
+		set = append(set, unix.PollFd{Fd: int32(l.rfd), Events: unix.POLLIN})
 	}
-	l.fds[0] = unix.PollFd{Fd: int32(rfd), Events: unix.POLLIN}
-	l.fds[1] = unix.PollFd{Fd: int32(wfd), Events: unix.POLLOUT}
+	if writing {
+		set = append(set, unix.PollFd{Fd: int32(l.wfd), Events: unix.POLLOUT})
+	}
 	wait := min(l.deadline.Sub(now), maxPollWait)
-	if _, err := unix.Poll(l.fds[:], int(max(wait.Milliseconds(), 1))); err != nil && !errors.Is(err, unix.EINTR) {
-		return true, fmt.Errorf("collective: poll: %w", err)
+	if _, err := unix.Poll(set, int(max(wait.Milliseconds(), 1))); err != nil && !errors.Is(err, unix.EINTR) {
+		return fmt.Errorf("collective: poll: %w", err)
 	}
-	return false, nil
+	return nil
 }
-
-// maxPollWait bounds one wait in poll(2), so an abort from another
-// goroutine (which closes r.dead) is seen within it.
-const maxPollWait = 10 * time.Millisecond

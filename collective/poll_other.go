@@ -8,11 +8,13 @@ import (
 )
 
 // pollLinks is the Linux progress engine (poll_linux.go); elsewhere every
-// transport uses the goroutine path.
+// transport uses the goroutine path and none of these is called.
 type pollLinks struct{}
 
-func newPollLinks(_ *ring, next, prev net.Conn) *pollLinks { return nil }
+func newPollLinks(*ring, net.Conn, net.Conn) *pollLinks { return nil }
 
-func (r *ring) runPolled(p *plan, deadline time.Time) error {
-	panic("collective: progress engine used off Linux")
-}
+func (l *pollLinks) shutdown()                         {}
+func (l *pollLinks) close()                            {}
+func (l *pollLinks) readNotice(*[8]byte) error         { panic("collective: no progress engine off Linux") }
+func (l *pollLinks) writeNotice([]byte, time.Duration) {}
+func (r *ring) runPolled(*plan, time.Time) error       { panic("collective: no progress engine off Linux") }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,6 +108,7 @@ func newRing(rv Rendezvous, opts Options, next, prev net.Conn) *ring {
 	if rv.WorldSize > 1 {
 		r.scratch = make([]float32, min(recvPiece, opts.ChunkBytes/4))
 		r.poll = newPollLinks(r, next, prev)
+		r.opts.SpinWait = spinWait(opts.SpinWait, rv)
 		r.gathered = make([]float32, rv.WorldSize*r.smallLimit())
 		for i := range r.scratch { // first touch now, not in the first reduction
 			r.scratch[i] = 0
@@ -122,6 +124,29 @@ func newRing(rv Rendezvous, opts Options, next, prev net.Conn) *ring {
 		}
 	}
 	return r
+}
+
+// spinWait resolves Options.SpinWait for rendezvous rv: DefaultSpinWait
+// for zero, unless more of the ring's ranks share this rank's host than it
+// has CPUs.
+func spinWait(d time.Duration, rv Rendezvous) time.Duration {
+	if d != 0 {
+		return max(d, 0)
+	}
+	host, _, err := net.SplitHostPort(rv.Addrs[rv.Rank])
+	if err != nil {
+		return DefaultSpinWait // not host:port (in-memory): no host to share
+	}
+	local := 0
+	for _, a := range rv.Addrs {
+		if h, _, err := net.SplitHostPort(a); err == nil && h == host {
+			local++
+		}
+	}
+	if local > runtime.NumCPU() {
+		return 0
+	}
+	return DefaultSpinWait
 }
 
 func (r *ring) Rank() int { return r.rank }
@@ -265,8 +290,10 @@ func (r *ring) run(ctx context.Context, name string) error {
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	_ = r.prev.SetReadDeadline(deadline)
-	_ = r.next.SetWriteDeadline(deadline)
+	if r.poll == nil {
+		_ = r.prev.SetReadDeadline(deadline)
+		_ = r.next.SetWriteDeadline(deadline)
+	}
 	r.seq++
 	r.header = opHeader{op: opCode(name), seq: r.seq, count: uint64(len(r.plan.buf))}
 	r.header.encode(&r.hdrOut)
@@ -437,7 +464,12 @@ func (r *ring) send(p *plan) error {
 func (r *ring) noticeLoop() {
 	defer r.wg.Done()
 	var msg [8]byte
-	_, err := io.ReadFull(r.next, msg[:])
+	var err error
+	if r.poll != nil {
+		err = r.poll.readNotice(&msg)
+	} else {
+		_, err = io.ReadFull(r.next, msg[:])
+	}
 	select {
 	case <-r.dead:
 		return // we closed or failed first; nothing more to learn
@@ -461,7 +493,9 @@ func (r *ring) noticeLoop() {
 		r.mu.Lock()
 		r.nextGone = true
 		r.mu.Unlock()
-		_ = r.next.SetWriteDeadline(time.Unix(1, 0))
+		if r.poll == nil {
+			_ = r.next.SetWriteDeadline(time.Unix(1, 0))
+		}
 		return
 	case noticeAborted:
 		cause = fmt.Errorf("rank %d closed or cancelled its communicator during an operation", lost)
@@ -495,9 +529,11 @@ func (r *ring) abort(cause error, kind byte, lost int) {
 		}
 		r.log.Warn("collective: ring aborted", "err", cause)
 		r.notifyPrev(kind, lost)
-		past := time.Unix(1, 0)
-		_ = r.prev.SetDeadline(past)
-		_ = r.next.SetDeadline(past)
+		if r.poll == nil { // the progress engine looks at r.dead itself
+			past := time.Unix(1, 0)
+			_ = r.prev.SetDeadline(past)
+			_ = r.next.SetDeadline(past)
+		}
 	})
 }
 
@@ -519,6 +555,12 @@ func (r *ring) Close() error {
 		r.busy.Store(false)
 	} else {
 		r.abort(ErrClosed, noticeAborted, r.rank)
+	}
+	if r.poll != nil {
+		r.poll.shutdown()
+		r.wg.Wait()
+		r.poll.close()
+		return nil
 	}
 	if r.size > 1 {
 		_ = r.next.Close()
@@ -555,6 +597,10 @@ func (r *ring) notifyPrev(kind byte, who int) {
 	var msg [8]byte
 	msg[0] = kind
 	binary.LittleEndian.PutUint32(msg[4:], uint32(who))
+	if r.poll != nil {
+		r.poll.writeNotice(msg[:], 200*time.Millisecond)
+		return
+	}
 	_ = r.prev.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
 	_, _ = r.prev.Write(msg[:])
 }

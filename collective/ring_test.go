@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 var worldSizes = []int{1, 2, 3, 4, 7}
@@ -228,6 +230,36 @@ func testAllReduceWorld64(t *testing.T, transport string) {
 					t.Fatalf("len %d rank %d element %d: got %v, want %v", length, r, i, got, want)
 				}
 			}
+		}
+	}
+}
+
+// TestSpinWait: polling is on by default, off where a host runs more ranks
+// than it has CPUs (they would only yield to each other), and explicit
+// values win.
+func TestSpinWait(t *testing.T) {
+	addrs := func(n int) []string {
+		a := []string{"10.0.0.9:7000"} // another host
+		for i := 1; i < n; i++ {
+			a = append(a, fmt.Sprintf("127.0.0.1:%d", 7000+i))
+		}
+		return a
+	}
+	cpus := runtime.NumCPU()
+	for _, tc := range []struct {
+		set   time.Duration
+		local int // ranks on rank 1's host
+		want  time.Duration
+	}{
+		{0, 1, DefaultSpinWait},
+		{0, cpus, DefaultSpinWait},
+		{0, cpus + 1, 0},
+		{time.Millisecond, cpus + 1, time.Millisecond},
+		{-1, 1, 0},
+	} {
+		rv := Rendezvous{JobID: "j", Generation: 1, Rank: 1, WorldSize: tc.local + 1, Addrs: addrs(tc.local + 1)}
+		if got := spinWait(tc.set, rv); got != tc.want {
+			t.Errorf("SpinWait %v with %d local ranks on %d CPUs: got %v, want %v", tc.set, tc.local, cpus, got, tc.want)
 		}
 	}
 }
