@@ -11,9 +11,9 @@
 //
 //	import _ "github.com/fmtrain/fmtrain/kernels/cuda"
 //
-// Attention runs as fused FlashAttention-style kernels (flash_attention.cu)
-// wherever they apply, else as batched cuBLAS GEMMs over score blocks;
-// Options.Attention ($FMTRAIN_CUDA_ATTENTION) "gemm" picks the latter always.
+// Attention runs as batched cuBLAS GEMMs over score blocks or as fused
+// FlashAttention-style kernels (flash_attention.cu); Options.Attention
+// ($FMTRAIN_CUDA_ATTENTION) chooses, and each backend has its default.
 //
 // Opening either on a host without the driver returns an error saying which
 // library is missing; callers fall back to "cpu" on purpose.
@@ -81,10 +81,15 @@ type Options struct {
 	// it misbehaves). $FMTRAIN_CUDA_MANAGED=0 sets it for the registry's
 	// backends.
 	HostMemory bool
-	// Attention picks the attention implementation: "" or "fused" for the
-	// fused kernels of flash_attention.cu wherever they apply (head dims up
-	// to 128), the cuBLAS path elsewhere; "gemm" for the cuBLAS path
-	// always. $FMTRAIN_CUDA_ATTENTION sets it for the registry's backends.
+	// Attention picks the attention implementation: "fused" for the fused
+	// kernels of flash_attention.cu wherever they apply (head dims up to
+	// 128), the cuBLAS path elsewhere; "gemm" for the cuBLAS path always;
+	// "" for the backend's default: "gemm" with BF16 (the fused kernels
+	// multiply in fp32 FMAs, not tensor cores, so cuBLAS's bf16 tensor-core
+	// GEMMs should be 2–3.5× faster despite moving score blocks through
+	// memory — unmeasured; scripts/gpu-check.sh times both), "fused" in
+	// fp32 (about as fast, without the score blocks' memory).
+	// $FMTRAIN_CUDA_ATTENTION sets it for the registry's backends.
 	Attention string
 }
 
@@ -96,11 +101,11 @@ const (
 	attnGEMM
 )
 
-func parseAttention(s string) (attnMode, error) {
-	switch s {
-	case "", "fused":
+func parseAttention(s string, bf16 bool) (attnMode, error) {
+	switch {
+	case s == "fused", s == "" && !bf16:
 		return attnFused, nil
-	case "gemm":
+	case s == "gemm", s == "":
 		return attnGEMM, nil
 	}
 	return 0, fmt.Errorf("kernels/cuda: attention implementation %q: want fused or gemm (FMTRAIN_CUDA_ATTENTION)", s)
@@ -159,7 +164,7 @@ func Open(opts Options) (*Backend, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	attention, err := parseAttention(opts.Attention)
+	attention, err := parseAttention(opts.Attention, opts.BF16)
 	if err != nil {
 		return nil, err
 	}

@@ -478,12 +478,20 @@ func TestFlashFallsBackWhereSharedMemoryIsShort(t *testing.T) {
 
 // TestAttentionOption: FMTRAIN_CUDA_ATTENTION's values.
 func TestAttentionOption(t *testing.T) {
-	for s, want := range map[string]attnMode{"": attnFused, "fused": attnFused, "gemm": attnGEMM} {
-		if m, err := parseAttention(s); err != nil || m != want {
-			t.Errorf("parseAttention(%q) = %v, %v", s, m, err)
+	for _, c := range []struct {
+		s    string
+		bf16 bool
+		want attnMode
+	}{
+		{"", false, attnFused}, {"", true, attnGEMM},
+		{"fused", false, attnFused}, {"fused", true, attnFused},
+		{"gemm", false, attnGEMM}, {"gemm", true, attnGEMM},
+	} {
+		if m, err := parseAttention(c.s, c.bf16); err != nil || m != c.want {
+			t.Errorf("parseAttention(%q, bf16 %v) = %v, %v; want %v", c.s, c.bf16, m, err, c.want)
 		}
 	}
-	if _, err := parseAttention("flash"); err == nil || !strings.Contains(err.Error(), "FMTRAIN_CUDA_ATTENTION") {
+	if _, err := parseAttention("flash", true); err == nil || !strings.Contains(err.Error(), "FMTRAIN_CUDA_ATTENTION") {
 		t.Errorf("parseAttention(flash): %v", err)
 	}
 	t.Setenv("FMTRAIN_CUDA_ATTENTION", "gemm")
