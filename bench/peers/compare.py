@@ -43,10 +43,10 @@ def load():
     return open("/proc/loadavg").read().split()[0]
 
 
-def run_fmtrain(fmctl, n, sizes, iters):
+def run_fmtrain(fmctl, n, sizes, iters, warmup):
     gosizes = re.sub(r"(\d+)([KMG])(?=,|$)", r"\1\2iB", sizes)
     outs = run([[fmctl, "bench", "allreduce", "--ranks", str(n), "--sizes", gosizes,
-                 "--iters", str(iters), "--format", "json"]])
+                 "--iters", str(iters), "--warmup", str(warmup), "--format", "json"]])
     if not outs or not outs[0].strip():
         return {}
     return {r["bytes"]: (r["busbw_gbps"], r["time_us"], r["correct"]) for r in json.loads(outs[0])}
@@ -61,14 +61,14 @@ def parse_peer(out):
     return res
 
 
-def run_mpi(n, sizes, iters):
-    outs = run([MPIRUN + ["-np", str(n), os.path.join(HERE, "mpi_allreduce"), sizes, str(iters)]])
+def run_mpi(n, sizes, iters, warmup):
+    outs = run([MPIRUN + ["-np", str(n), os.path.join(HERE, "mpi_allreduce"), sizes, str(iters), str(warmup)]])
     return parse_peer(outs[0]) if outs else {}
 
 
-def run_gloo(n, sizes, iters, algo):
+def run_gloo(n, sizes, iters, warmup, algo):
     with tempfile.TemporaryDirectory() as store:
-        cmd = [os.path.join(HERE, "gloo_allreduce"), algo, sizes, str(iters)]
+        cmd = [os.path.join(HERE, "gloo_allreduce"), algo, sizes, str(iters), str(warmup)]
         outs = run([cmd] * n, [dict(os.environ, RANK=str(r), SIZE=str(n), STORE=store) for r in range(n)])
     return parse_peer(outs[0]) if outs else {}
 
@@ -79,6 +79,7 @@ def main():
     ap.add_argument("--sizes", default="4K,64K,1M,16M,64M,256M")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=5, help="untimed iterations per size, for every peer alike")
     ap.add_argument("--fmctl", default=os.path.join(HERE, "fmctl"))
     ap.add_argument("--json", help="write every round's raw numbers here")
     a = ap.parse_args()
@@ -90,11 +91,11 @@ def main():
             for peer in peers:
                 l0 = load()
                 if peer == "fmtrain":
-                    res = run_fmtrain(a.fmctl, n, a.sizes, a.iters)
+                    res = run_fmtrain(a.fmctl, n, a.sizes, a.iters, a.warmup)
                 elif peer == "mpi":
-                    res = run_mpi(n, a.sizes, a.iters)
+                    res = run_mpi(n, a.sizes, a.iters, a.warmup)
                 else:
-                    res = run_gloo(n, a.sizes, a.iters, "ring" if peer == "gloo" else "ring_chunked")
+                    res = run_gloo(n, a.sizes, a.iters, a.warmup, "ring" if peer == "gloo" else "ring_chunked")
                 for b, (bus, t, ok) in res.items():
                     raw.append(dict(round=rnd, ranks=n, peer=peer, bytes=b, busbw=bus, time_us=t, ok=ok, load=l0))
                 print(f"round {rnd} ranks {n} {peer:13s} load {l0}: " +
