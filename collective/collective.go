@@ -123,11 +123,16 @@ type Options struct {
 	ChunkBytes int
 	// SpinWait is how long an operation polls its sockets, yielding the CPU
 	// between polls, before it sleeps in the kernel; negative never polls.
-	// Zero picks DefaultSpinWait, unless this host runs more ranks of the
-	// ring than it has CPUs: then polling ranks would only take turns
-	// yielding to each other, and none polls. Polling saves a wake-up per
-	// ring step, which is most of a small message's latency. Linux TCP only.
+	// Polling saves a wake-up per ring step, which is most of a small
+	// message's latency, but the CPU it takes is taken from whatever else
+	// could run. Zero polls for DefaultSpinWait only where that CPU is
+	// idle: when this host's ranks of the ring times GOMAXPROCS (the
+	// threads their compute uses) fit in its CPUs, or, for a Dedicated
+	// process, when its ranks alone fit. Linux TCP only.
 	SpinWait time.Duration
+	// Dedicated says the process does nothing but communicate (a
+	// benchmark), so its compute threads take no CPU (see SpinWait).
+	Dedicated bool
 	// Logger receives join and failure events (default: discard).
 	Logger *slog.Logger
 }

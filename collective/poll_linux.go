@@ -29,8 +29,9 @@ import (
 type pollLinks struct {
 	ring     *ring
 	rfd, wfd int            // rank r−1 (prev) and rank r+1 (next)
-	fds      [2]unix.PollFd // poll(2)'s set, kept here so waiting allocates nothing
-	noteFds  [1]unix.PollFd // the notice reader's, used by another goroutine
+	efd      int            // an eventfd that ends every wait: written once the ring is dead
+	fds      [3]unix.PollFd // poll(2)'s set, kept here so waiting allocates nothing
+	noteFds  [2]unix.PollFd // the notice reader's, used by another goroutine
 
 	// The running operation.
 	plan      *plan
@@ -69,9 +70,15 @@ func newPollLinks(r *ring, next, prev net.Conn) *pollLinks {
 		_ = unix.Close(wfd)
 		return nil
 	}
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		_ = unix.Close(wfd)
+		_ = unix.Close(rfd)
+		return nil
+	}
 	_ = next.Close()
 	_ = prev.Close()
-	return &pollLinks{ring: r, rfd: rfd, wfd: wfd}
+	return &pollLinks{ring: r, rfd: rfd, wfd: wfd, efd: efd}
 }
 
 // dupSocket duplicates c's descriptor (non-blocking, like c's: the flag
@@ -91,17 +98,18 @@ func dupSocket(c *net.TCPConn) (int, error) {
 	return fd, err
 }
 
-// shutdown ends both connections, which wakes any poll(2) on them; the
-// descriptors stay valid until close.
-func (l *pollLinks) shutdown() {
-	_ = unix.Shutdown(l.rfd, unix.SHUT_RDWR)
-	_ = unix.Shutdown(l.wfd, unix.SHUT_RDWR)
+// wake ends every wait in poll(2), now and later: the ring is dead (or
+// closing), which the waiters check when they wake.
+func (l *pollLinks) wake() {
+	one := [8]byte{1}
+	_, _ = unix.Write(l.efd, one[:])
 }
 
 // close releases the descriptors, once no goroutine uses them.
 func (l *pollLinks) close() {
 	_ = unix.Close(l.rfd)
 	_ = unix.Close(l.wfd)
+	_ = unix.Close(l.efd)
 }
 
 // readNotice blocks until rank r+1 sends an 8-byte notice on the reverse
@@ -127,7 +135,8 @@ func (l *pollLinks) readNotice(msg *[8]byte) error {
 			return os.NewSyscallError("read", err)
 		}
 		l.noteFds[0] = unix.PollFd{Fd: int32(l.wfd), Events: unix.POLLIN}
-		if _, err := unix.Poll(l.noteFds[:], int(maxPollWait/time.Millisecond)); err != nil && !errors.Is(err, unix.EINTR) {
+		l.noteFds[1] = unix.PollFd{Fd: int32(l.efd), Events: unix.POLLIN}
+		if _, err := unix.Poll(l.noteFds[:], -1); err != nil && !errors.Is(err, unix.EINTR) {
 			return os.NewSyscallError("poll", err)
 		}
 	}
@@ -153,9 +162,13 @@ func (l *pollLinks) writeNotice(msg []byte, within time.Duration) {
 	}
 }
 
-// maxPollWait bounds one sleep in poll(2), so an abort from another
-// goroutine (which closes r.dead) is seen within it.
-const maxPollWait = 10 * time.Millisecond
+// maxPollWait bounds one sleep in poll(2). Waits end early when a socket
+// is ready or the ring dies (efd); the bound only keeps the millisecond
+// count in range. Waits are long on purpose: a goroutine that re-enters a
+// blocking system call every few ms keeps the runtime's sysmon thread
+// waking every 20 µs to take its P, which cost a CPU-training worker 30 %
+// of its step time.
+const maxPollWait = time.Hour
 
 // runPolled executes p until done, the deadline, or the ring's death.
 func (r *ring) runPolled(p *plan, deadline time.Time) error {
@@ -372,7 +385,7 @@ func (l *pollLinks) reading() bool {
 
 // idle is one round of waiting when neither socket moved: a yield of the
 // CPU while the spin budget lasts, then poll(2) on the sockets progress
-// waits for, up to maxPollWait so that an abort (r.dead) is seen.
+// waits for and on efd, which an abort from another goroutine writes.
 func (l *pollLinks) idle() error {
 	r := l.ring
 	select {
@@ -397,7 +410,7 @@ func (l *pollLinks) idle() error {
 		_, _, _ = syscall.RawSyscall(syscall.SYS_SCHED_YIELD, 0, 0, 0)
 		return nil
 	}
-	set := l.fds[:0]
+	set := append(l.fds[:0], unix.PollFd{Fd: int32(l.efd), Events: unix.POLLIN})
 	if reading {
 		set = append(set, unix.PollFd{Fd: int32(l.rfd), Events: unix.POLLIN})
 	}

@@ -13,7 +13,7 @@ type pollLinks struct{}
 
 func newPollLinks(*ring, net.Conn, net.Conn) *pollLinks { return nil }
 
-func (l *pollLinks) shutdown()                         {}
+func (l *pollLinks) wake()                             {}
 func (l *pollLinks) close()                            {}
 func (l *pollLinks) readNotice(*[8]byte) error         { panic("collective: no progress engine off Linux") }
 func (l *pollLinks) writeNotice([]byte, time.Duration) {}

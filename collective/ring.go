@@ -108,7 +108,7 @@ func newRing(rv Rendezvous, opts Options, next, prev net.Conn) *ring {
 	if rv.WorldSize > 1 {
 		r.scratch = make([]float32, min(recvPiece, opts.ChunkBytes/4))
 		r.poll = newPollLinks(r, next, prev)
-		r.opts.SpinWait = spinWait(opts.SpinWait, rv)
+		r.opts.SpinWait = spinWait(opts, rv, runtime.NumCPU(), runtime.GOMAXPROCS(0))
 		r.gathered = make([]float32, rv.WorldSize*r.smallLimit())
 		for i := range r.scratch { // first touch now, not in the first reduction
 			r.scratch[i] = 0
@@ -126,12 +126,11 @@ func newRing(rv Rendezvous, opts Options, next, prev net.Conn) *ring {
 	return r
 }
 
-// spinWait resolves Options.SpinWait for rendezvous rv: DefaultSpinWait
-// for zero, unless more of the ring's ranks share this rank's host than it
-// has CPUs.
-func spinWait(d time.Duration, rv Rendezvous) time.Duration {
-	if d != 0 {
-		return max(d, 0)
+// spinWait resolves Options.SpinWait for rendezvous rv on a host of cpus
+// CPUs whose ranks each run procs threads of compute.
+func spinWait(o Options, rv Rendezvous, cpus, procs int) time.Duration {
+	if o.SpinWait != 0 {
+		return max(o.SpinWait, 0)
 	}
 	host, _, err := net.SplitHostPort(rv.Addrs[rv.Rank])
 	if err != nil {
@@ -143,7 +142,10 @@ func spinWait(d time.Duration, rv Rendezvous) time.Duration {
 			local++
 		}
 	}
-	if local > runtime.NumCPU() {
+	if o.Dedicated {
+		procs = 1
+	}
+	if local*procs > cpus {
 		return 0
 	}
 	return DefaultSpinWait
@@ -529,7 +531,9 @@ func (r *ring) abort(cause error, kind byte, lost int) {
 		}
 		r.log.Warn("collective: ring aborted", "err", cause)
 		r.notifyPrev(kind, lost)
-		if r.poll == nil { // the progress engine looks at r.dead itself
+		if r.poll != nil {
+			r.poll.wake()
+		} else {
 			past := time.Unix(1, 0)
 			_ = r.prev.SetDeadline(past)
 			_ = r.next.SetDeadline(past)
@@ -557,9 +561,15 @@ func (r *ring) Close() error {
 		r.abort(ErrClosed, noticeAborted, r.rank)
 	}
 	if r.poll != nil {
-		r.poll.shutdown()
+		r.poll.wake() // the notice reader and an aborted operation
 		r.wg.Wait()
+		// An aborted operation may still be returning from the sockets:
+		// their descriptors must not be closed (and reused) under it.
+		for !r.busy.CompareAndSwap(false, true) {
+			time.Sleep(100 * time.Microsecond)
+		}
 		r.poll.close()
+		r.busy.Store(false)
 		return nil
 	}
 	if r.size > 1 {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -234,9 +233,9 @@ func testAllReduceWorld64(t *testing.T, transport string) {
 	}
 }
 
-// TestSpinWait: polling is on by default, off where a host runs more ranks
-// than it has CPUs (they would only yield to each other), and explicit
-// values win.
+// TestSpinWait: by default ranks poll only where the CPU is otherwise idle:
+// when the host's ranks (times their compute threads, unless dedicated to
+// communication) fit in its CPUs. Explicit values win.
 func TestSpinWait(t *testing.T) {
 	addrs := func(n int) []string {
 		a := []string{"10.0.0.9:7000"} // another host
@@ -245,21 +244,27 @@ func TestSpinWait(t *testing.T) {
 		}
 		return a
 	}
-	cpus := runtime.NumCPU()
+	const cpus = 8
 	for _, tc := range []struct {
-		set   time.Duration
-		local int // ranks on rank 1's host
-		want  time.Duration
+		set       time.Duration
+		dedicated bool
+		local     int // ranks on rank 1's host
+		procs     int // GOMAXPROCS
+		want      time.Duration
 	}{
-		{0, 1, DefaultSpinWait},
-		{0, cpus, DefaultSpinWait},
-		{0, cpus + 1, 0},
-		{time.Millisecond, cpus + 1, time.Millisecond},
-		{-1, 1, 0},
+		{0, false, 1, 8, DefaultSpinWait},
+		{0, false, 2, 4, DefaultSpinWait},
+		{0, false, 2, 8, 0},
+		{0, true, 2, 8, DefaultSpinWait},
+		{0, true, 8, 8, DefaultSpinWait},
+		{0, true, 9, 8, 0},
+		{time.Millisecond, false, 9, 8, time.Millisecond},
+		{-1, true, 1, 1, 0},
 	} {
 		rv := Rendezvous{JobID: "j", Generation: 1, Rank: 1, WorldSize: tc.local + 1, Addrs: addrs(tc.local + 1)}
-		if got := spinWait(tc.set, rv); got != tc.want {
-			t.Errorf("SpinWait %v with %d local ranks on %d CPUs: got %v, want %v", tc.set, tc.local, cpus, got, tc.want)
+		o := Options{SpinWait: tc.set, Dedicated: tc.dedicated}
+		if got := spinWait(o, rv, cpus, tc.procs); got != tc.want {
+			t.Errorf("%+v: got %v, want %v", tc, got, tc.want)
 		}
 	}
 }
