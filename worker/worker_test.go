@@ -280,18 +280,25 @@ func TestWorkersTrainAJobToTheEnd(t *testing.T) {
 	}
 }
 
-func TestDrainEndsTheGenerationAndThePeerReportsIt(t *testing.T) {
+// trainingPair starts two workers on a long job and returns them in rank
+// order once training runs, with a context that bounds the test.
+func trainingPair(t *testing.T) (context.Context, *memCoordinator, runningWorker, runningWorker) {
+	t.Helper()
 	s := telemetrytest.Start(t)
 	manifest := synthData(t)
 	coord := newMemCoordinator("tiny", tinySpec(t, manifest, 100000, 0), 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	ws := startWorkers(t, ctx, coord, s, 2)
 	waitFor(t, 60*time.Second, "step 2", func() bool { return ws[0].w.step.Load() >= 2 })
-	r0, r1 := ws[0], ws[1]
-	if coord.rankOf(r0.w.ID()) != 0 {
-		r0, r1 = r1, r0
+	if coord.rankOf(ws[0].w.ID()) != 0 {
+		return ctx, coord, ws[1], ws[0]
 	}
+	return ctx, coord, ws[0], ws[1]
+}
+
+func TestDrainEndsTheGenerationAndThePeerReportsIt(t *testing.T) {
+	ctx, coord, r0, r1 := trainingPair(t)
 
 	// Drain rank 0: it finishes its step, checkpoints it (no step is lost),
 	// and leaves; rank 1 loses its peer and reports a non-fatal failure.
@@ -329,17 +336,7 @@ func TestDrainEndsTheGenerationAndThePeerReportsIt(t *testing.T) {
 // reports the last step it completed before its heartbeats say it stopped,
 // because the coordinator forms the next generation from that report.
 func TestWithdrawnRank0CheckpointsItsLastStep(t *testing.T) {
-	s := telemetrytest.Start(t)
-	manifest := synthData(t)
-	coord := newMemCoordinator("tiny", tinySpec(t, manifest, 100000, 0), 2)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	ws := startWorkers(t, ctx, coord, s, 2)
-	waitFor(t, 60*time.Second, "step 2", func() bool { return ws[0].w.step.Load() >= 2 })
-	r0 := ws[0]
-	if coord.rankOf(r0.w.ID()) != 0 {
-		r0 = ws[1]
-	}
+	_, coord, r0, r1 := trainingPair(t)
 
 	coord.withdraw(r0.w.ID())
 	waitFor(t, 30*time.Second, "rank 0 to be idle", func() bool { return r0.w.Phase() == PhaseIdle })
@@ -365,7 +362,7 @@ func TestWithdrawnRank0CheckpointsItsLastStep(t *testing.T) {
 	if h, err := checkpoint.ReadHeader(ck.Checkpoint.Path); err != nil || h.Checksum != ck.Checkpoint.Checksum {
 		t.Errorf("reported checkpoint %s: header %+v, %v; want checksum %s", ck.Checkpoint.Path, h, err, ck.Checkpoint.Checksum)
 	}
-	shutdown(t, ws)
+	shutdown(t, []runningWorker{r0, r1})
 }
 
 func TestMissingDatasetIsFatal(t *testing.T) {
