@@ -33,30 +33,21 @@ const (
 // read as one by accident.
 const headerMagic = 0xF7
 
+// opNames indexes operation codes.
+var opNames = [...]string{opAllReduce: "allreduce", opBroadcast: "broadcast", opAllGather: "allgather", opBarrier: "barrier"}
+
 func opCode(name string) byte {
-	switch name {
-	case "allreduce":
-		return opAllReduce
-	case "broadcast":
-		return opBroadcast
-	case "allgather":
-		return opAllGather
-	case "barrier":
-		return opBarrier
+	for op, n := range opNames {
+		if n == name && n != "" {
+			return byte(op)
+		}
 	}
 	panic("collective: no operation code for " + name)
 }
 
 func opName(op byte) string {
-	switch op {
-	case opAllReduce:
-		return "allreduce"
-	case opBroadcast:
-		return "broadcast"
-	case opAllGather:
-		return "allgather"
-	case opBarrier:
-		return "barrier"
+	if int(op) < len(opNames) && opNames[op] != "" {
+		return opNames[op]
 	}
 	return fmt.Sprintf("unknown operation %d", op)
 }
