@@ -125,13 +125,16 @@ type Options struct {
 	// between polls, before it sleeps in the kernel; negative never polls.
 	// Polling saves a wake-up per ring step, which is most of a small
 	// message's latency, but the CPU it takes is taken from whatever else
-	// could run. Zero polls for DefaultSpinWait only where that CPU is
-	// idle: when this host's ranks of the ring times GOMAXPROCS (the
-	// threads their compute uses) fit in its CPUs, or, for a Dedicated
-	// process, when its ranks alone fit. Linux TCP only.
+	// could run. Zero polls for DefaultSpinWait where that CPU would
+	// otherwise idle or go to another rank of the ring: when this host's
+	// ranks of the ring times GOMAXPROCS (the threads their compute uses)
+	// fit in its CPUs, or always for a Dedicated process. Linux TCP only.
 	SpinWait time.Duration
 	// Dedicated says the process does nothing but communicate (a
-	// benchmark), so its compute threads take no CPU (see SpinWait).
+	// benchmark): the only work its polling could delay is another rank's
+	// part of the same operation, and sched_yield hands the CPU to that rank
+	// at once, so it polls even where the host's ranks outnumber its CPUs
+	// (as OpenMPI does when oversubscribed, mpi_yield_when_idle).
 	Dedicated bool
 	// Logger receives join and failure events (default: discard).
 	Logger *slog.Logger

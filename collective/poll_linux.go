@@ -48,6 +48,7 @@ type pollLinks struct {
 	filled       int       // bytes of piece filled
 	held         bool      // piece is full but may not be added yet (planExchange)
 	hdrOut       []byte    // the rest of the operation's header to send
+	added        int       // bytes of the peer's data added into the buffer (planExchange)
 	hdrFilled    int       // header bytes received (of headerBytes, when any are due)
 	idleSince    time.Time
 }
@@ -175,7 +176,7 @@ func (r *ring) runPolled(p *plan, deadline time.Time) error {
 	l := r.poll
 	l.plan, l.deadline = p, deadline
 	l.su, l.ru, l.sendReady, l.recvReady, l.held, l.idleSince = 0, 0, false, false, false, time.Time{}
-	l.hdrOut, l.hdrFilled = nil, headerBytes
+	l.hdrOut, l.hdrFilled, l.added = nil, headerBytes, 0
 	if p.sendUnits() > 0 {
 		l.hdrOut = r.hdrOut[:]
 	}
@@ -198,8 +199,9 @@ func (l *pollLinks) progress() error {
 		moved := false
 
 		for len(l.hdrOut) > 0 {
-			m, blocked, err := l.write(&l.hdrOut)
-			moved = moved || m
+			n, blocked, err := l.write(l.hdrOut)
+			l.hdrOut = l.hdrOut[n:]
+			moved = moved || n > 0
 			if err != nil {
 				return err
 			}
@@ -216,8 +218,16 @@ func (l *pollLinks) progress() error {
 				l.out, l.sendReady = floatBytes(p.buf[lo:hi]), true
 			}
 			if len(l.out) > 0 {
-				m, blocked, err := l.write(&l.out)
-				moved = moved || m
+				out := l.out
+				if ahead := l.sendAhead(); ahead < len(out) {
+					if ahead <= 0 {
+						break // wait until rank r−1's data catches up
+					}
+					out = out[:ahead]
+				}
+				n, blocked, err := l.write(out)
+				l.out = l.out[n:]
+				moved = moved || n > 0
 				if err != nil {
 					return err
 				}
@@ -285,6 +295,7 @@ func (l *pollLinks) progress() error {
 					} else {
 						add(dst, l.piece)
 					}
+					l.added += 4 * len(l.piece)
 				}
 				l.rlo += len(l.piece)
 				l.piece, l.filled = nil, 0
@@ -324,23 +335,23 @@ func rawIO(trap uintptr, fd int, b []byte) (int, error) {
 	return int(n), nil
 }
 
-// write sends what it can of *out, advancing it; blocked says the socket
-// took nothing more (EAGAIN).
-func (l *pollLinks) write(out *[]byte) (moved, blocked bool, err error) {
+// write sends what it can of out and returns how much it sent; blocked
+// says the socket took nothing more (EAGAIN).
+func (l *pollLinks) write(out []byte) (sent int, blocked bool, err error) {
 	for {
-		n, err := rawIO(syscall.SYS_WRITE, l.wfd, *out)
+		n, err := rawIO(syscall.SYS_WRITE, l.wfd, out[sent:])
 		if n > 0 {
-			*out, moved = (*out)[n:], true
+			sent += n
 		}
 		switch {
 		case err == nil:
-			return moved, false, nil
+			return sent, false, nil
 		case errors.Is(err, syscall.EINTR):
 		case errors.Is(err, syscall.EAGAIN):
-			return moved, true, nil
+			return sent, true, nil
 		default:
 			r := l.ring
-			return moved, true, r.linkError(r.nextRank(), "sending to", os.NewSyscallError("write", err))
+			return sent, true, r.linkError(r.nextRank(), "sending to", os.NewSyscallError("write", err))
 		}
 	}
 }
@@ -377,6 +388,28 @@ func (l *pollLinks) sentBytes() int {
 	}
 	return 4*hi - len(l.out)
 }
+
+// sendAhead is how many more bytes of an exchange may be written before
+// the peer's data catches up: at most sendWindow ahead of what has been
+// added. Unbounded, the kernel's socket buffers grow to several MiB per
+// connection on loopback, so a region is added to only after megabytes of
+// other traffic have evicted it from the cache, and both the buffer and
+// the socket buffers make extra trips to memory. Measured at 2 ranks
+// (busbw GB/s, interleaved runs): 16 MiB 2.1–2.3 unbounded against
+// 3.2–4.1 with a 512–768 KiB window, and 1.1 against 1.4–1.5 while the VM
+// ran slow; 64 MiB likewise. (For rings of three or more, on this 2-core
+// machine necessarily oversubscribed, a window only added context
+// switches, so they run unbounded.) The window must exceed recvPiece: a
+// piece is added only once its region has gone out.
+func (l *pollLinks) sendAhead() int {
+	if l.plan.kind != planExchange {
+		return len(l.out)
+	}
+	return l.added + sendWindow - l.sentBytes()
+}
+
+// sendWindow bounds how far an exchange's sends run ahead of its additions.
+const sendWindow = 768 << 10
 
 // reading says whether progress waits for data from rank r−1.
 func (l *pollLinks) reading() bool {

@@ -134,6 +134,9 @@ func spinWait(o Options, rv Rendezvous, cpus, procs int) time.Duration {
 	if o.SpinWait != 0 {
 		return max(o.SpinWait, 0)
 	}
+	if o.Dedicated {
+		return DefaultSpinWait
+	}
 	host, _, err := net.SplitHostPort(rv.Addrs[rv.Rank])
 	if err != nil {
 		return DefaultSpinWait // not host:port (in-memory): no host to share
@@ -143,9 +146,6 @@ func spinWait(o Options, rv Rendezvous, cpus, procs int) time.Duration {
 		if h, _, err := net.SplitHostPort(a); err == nil && h == host {
 			local++
 		}
-	}
-	if o.Dedicated {
-		procs = 1
 	}
 	if local*procs > cpus {
 		return 0

@@ -64,6 +64,50 @@ func testAllReduceExactSum(t *testing.T, transport string, n int) {
 	}
 }
 
+// TestAllReduceLargeDefaultChunks runs messages of several production-size
+// chunks per segment over TCP, past the exchange's send window many times
+// over, where the window and the receive pieces interleave.
+func TestAllReduceLargeDefaultChunks(t *testing.T) {
+	noLeaks(t)
+	length := 6*sendWindow/4 + 7
+	for _, n := range []int{2, 3} {
+		opts := testOptions()
+		opts.ChunkBytes = 0 // the default, 1 MiB
+		c := newClusterOn(t, "tcp", n, opts)
+		for _, op := range []Op{OpSum, OpAverage} {
+			bufs := make([][]float32, n)
+			noErrors(t, each(n, func(r int) error {
+				bufs[r] = make([]float32, length)
+				for i := range bufs[r] {
+					bufs[r][i] = intInput(r, i)
+				}
+				return c.comms[r].AllReduce(context.Background(), bufs[r], op)
+			}))
+			for r := range n {
+				for i, got := range bufs[r] {
+					want := float32(n*(n+1)/2) * float32(i%13+1)
+					if op == OpAverage {
+						want /= float32(n)
+					}
+					if got != want {
+						t.Fatalf("n=%d %v rank %d element %d: got %v, want %v", n, op, r, i, got, want)
+					}
+				}
+			}
+		}
+		c.close()
+	}
+}
+
+func TestSendWindowHoldsAPiece(t *testing.T) {
+	// An exchange adds a piece only once its region has gone out, so the
+	// window must let more than a whole piece go out ahead of the additions
+	// (TestAllReduceLargeDefaultChunks deadlocks otherwise).
+	if sendWindow <= 4*recvPiece {
+		t.Fatalf("sendWindow %d B does not exceed a receive piece (%d B)", sendWindow, 4*recvPiece)
+	}
+}
+
 func TestAllReduceBitIdenticalAcrossRanks(t *testing.T) {
 	for _, tr := range transports {
 		for _, n := range worldSizes {
@@ -233,9 +277,9 @@ func testAllReduceWorld64(t *testing.T, transport string) {
 	}
 }
 
-// TestSpinWait: by default ranks poll only where the CPU is otherwise idle:
-// when the host's ranks (times their compute threads, unless dedicated to
-// communication) fit in its CPUs. Explicit values win.
+// TestSpinWait: by default ranks poll only where the CPU is otherwise idle
+// (the host's ranks times their compute threads fit in its CPUs) or where
+// the process only communicates. Explicit values win.
 func TestSpinWait(t *testing.T) {
 	addrs := func(n int) []string {
 		a := []string{"10.0.0.9:7000"} // another host
@@ -257,7 +301,7 @@ func TestSpinWait(t *testing.T) {
 		{0, false, 2, 8, 0},
 		{0, true, 2, 8, DefaultSpinWait},
 		{0, true, 8, 8, DefaultSpinWait},
-		{0, true, 9, 8, 0},
+		{0, true, 9, 8, DefaultSpinWait},
 		{time.Millisecond, false, 9, 8, time.Millisecond},
 		{-1, true, 1, 1, 0},
 	} {
