@@ -69,7 +69,11 @@ def run_mpi(n, sizes, iters, warmup):
 def run_gloo(n, sizes, iters, warmup, algo):
     with tempfile.TemporaryDirectory() as store:
         cmd = [os.path.join(HERE, "gloo_allreduce"), algo, sizes, str(iters), str(warmup)]
-        outs = run([cmd] * n, [dict(os.environ, RANK=str(r), SIZE=str(n), STORE=store) for r in range(n)])
+        cmds = [cmd] * n
+        cpus = sorted(os.sched_getaffinity(0))
+        if n <= len(cpus):  # one CPU per rank, as mpirun and fmctl bench bind theirs
+            cmds = [["taskset", "-c", str(cpus[r])] + cmd for r in range(n)]
+        outs = run(cmds, [dict(os.environ, RANK=str(r), SIZE=str(n), STORE=store) for r in range(n)])
     return parse_peer(outs[0]) if outs else {}
 
 

@@ -21,6 +21,7 @@ func newBenchAllReduceCmd() *cobra.Command {
 		ranks, iters, warmup, chunkKiB int
 		sizes, format                  string
 		timeout, spin                  time.Duration
+		bind                           bool
 	)
 	cmd := &cobra.Command{
 		Use:   "allreduce",
@@ -29,7 +30,9 @@ func newBenchAllReduceCmd() *cobra.Command {
 over loopback TCP, and for each size prints the median time of --iters
 all-reduces (sum, float32) after --warmup untimed ones, each iteration timed
 as its slowest rank, with algbw = bytes/time and busbw = algbw·2(n−1)/n.
-The first reduction of every size is checked against the exact sum.`,
+The first reduction of every size is checked against the exact sum. With
+at least as many CPUs as ranks, each rank process is pinned to its own CPU
+(--bind, on by default, as mpirun binds its ranks to cores).`,
 		Example: "  fmctl bench allreduce --ranks 4 --sizes 4KiB,64KiB,1MiB,16MiB,64MiB,256MiB\n  fmctl bench allreduce --ranks 2 --format json",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -44,7 +47,7 @@ The first reduction of every size is checked against the exact sum.`,
 			if err != nil {
 				return fmt.Errorf("finding fmctl's own binary to start the ranks: %w", err)
 			}
-			cfg := bench.Config{Ranks: ranks, Sizes: list, Iters: iters, Warmup: warmup, ChunkBytes: chunkKiB << 10, Timeout: timeout, SpinWait: spin}
+			cfg := bench.Config{Ranks: ranks, Sizes: list, Iters: iters, Warmup: warmup, ChunkBytes: chunkKiB << 10, Timeout: timeout, SpinWait: spin, Bind: bind}
 			launch := func(ctx context.Context, rank int) *exec.Cmd {
 				return exec.CommandContext(ctx, self, "bench", "allreduce-rank")
 			}
@@ -78,6 +81,7 @@ The first reduction of every size is checked against the exact sum.`,
 	f.IntVar(&chunkKiB, "chunk-kib", 0, "ring pipelining chunk in KiB (0: the collective default)")
 	f.DurationVar(&timeout, "timeout", 0, "per-operation timeout (0: the collective default)")
 	f.DurationVar(&spin, "spin", 0, "how long a rank polls its socket before sleeping (0: the collective default, negative: never)")
+	f.BoolVar(&bind, "bind", true, "pin each rank process to its own CPU when there are enough (as mpirun --bind-to core)")
 	f.StringVar(&format, "format", "table", "output format: table or json")
 	return cmd
 }

@@ -48,6 +48,11 @@ type Config struct {
 	// SpinWait is how long a rank polls before sleeping (0: the collective
 	// default; negative: never).
 	SpinWait time.Duration
+	// Bind pins rank r's process to the r-th CPU this process may use, when
+	// there are at least as many CPUs as ranks: what mpirun does by default
+	// (--bind-to core for up to two ranks). Unbound, the scheduler sometimes
+	// puts two loopback ranks on one CPU for a while (wake-affine).
+	Bind bool
 }
 
 func (c Config) withDefaults() (Config, error) {

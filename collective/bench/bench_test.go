@@ -85,18 +85,22 @@ func TestRunProcesses(t *testing.T) {
 		cmd.Env = append(os.Environ(), rankEnv+"=1")
 		return cmd
 	}
-	cfg := Config{Ranks: 3, Sizes: []int64{4 << 10, 40 << 10, 1<<20 + 12}, Iters: 10, Warmup: 1}
-	var stderr bytes.Buffer
-	results, err := Run(context.Background(), cfg, launch, &stderr)
-	if err != nil {
-		t.Fatalf("%v\n%s", err, stderr.String())
-	}
-	if len(results) != len(cfg.Sizes) {
-		t.Fatalf("%d results for %d sizes", len(results), len(cfg.Sizes))
-	}
-	for i, r := range results {
-		if r.Ranks != 3 || r.Bytes != cfg.Sizes[i] || !r.Correct || r.TimeUS <= 0 || r.Iters != 10 {
-			t.Errorf("result %d: %+v", i, r)
+	for _, cfg := range []Config{
+		{Ranks: 3, Sizes: []int64{4 << 10, 40 << 10, 1<<20 + 12}, Iters: 10, Warmup: 1},
+		{Ranks: 2, Sizes: []int64{4 << 10, 1 << 20}, Iters: 10, Warmup: 1, Bind: true}, // bound where 2 CPUs are free
+	} {
+		var stderr bytes.Buffer
+		results, err := Run(context.Background(), cfg, launch, &stderr)
+		if err != nil {
+			t.Fatalf("%+v: %v\n%s", cfg, err, stderr.String())
+		}
+		if len(results) != len(cfg.Sizes) {
+			t.Fatalf("%d results for %d sizes", len(results), len(cfg.Sizes))
+		}
+		for i, r := range results {
+			if r.Ranks != cfg.Ranks || r.Bytes != cfg.Sizes[i] || !r.Correct || r.TimeUS <= 0 || r.Iters != 10 {
+				t.Errorf("result %d: %+v", i, r)
+			}
 		}
 	}
 }

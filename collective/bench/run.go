@@ -18,6 +18,8 @@ type Job struct {
 	Rank   int      `json:"rank"`
 	Addrs  []string `json:"addrs"`
 	Config Config   `json:"config"`
+	// CPU is the CPU the rank binds its process to, or -1.
+	CPU int `json:"cpu"`
 }
 
 // Launcher builds the command for one rank process; the command must run
@@ -83,9 +85,19 @@ func Run(ctx context.Context, cfg Config, launch Launcher, stderr io.Writer) ([]
 		addrs[r] = strings.TrimPrefix(line, "addr ")
 	}
 	timer.Stop()
+	var cpus []int
+	if cfg.Bind {
+		if cpus = usableCPUs(); len(cpus) < cfg.Ranks {
+			cpus = nil // oversubscribed: let the scheduler share them out
+		}
+	}
 	for r, p := range procs {
-		job, _ := json.Marshal(Job{Rank: r, Addrs: addrs, Config: cfg})
-		if _, err := fmt.Fprintf(p.stdin, "%s\n", job); err != nil {
+		job := Job{Rank: r, Addrs: addrs, Config: cfg, CPU: -1}
+		if cpus != nil {
+			job.CPU = cpus[r]
+		}
+		line, _ := json.Marshal(job)
+		if _, err := fmt.Fprintf(p.stdin, "%s\n", line); err != nil {
 			return nil, fmt.Errorf("bench: sending rank %d its job: %w", r, err)
 		}
 	}

@@ -35,6 +35,11 @@ func Worker(ctx context.Context, in io.Reader, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if job.CPU >= 0 {
+		if err := bindProcess(job.CPU); err != nil {
+			return err
+		}
+	}
 	rv := collective.Rendezvous{JobID: "bench-allreduce", Generation: 1, Rank: job.Rank, WorldSize: len(job.Addrs), Addrs: job.Addrs}
 	comm, err := ep.Join(ctx, rv, collective.Options{ChunkBytes: cfg.ChunkBytes, Timeout: cfg.Timeout, SpinWait: cfg.SpinWait, Dedicated: true})
 	if err != nil {
