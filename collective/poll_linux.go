@@ -31,6 +31,7 @@ type pollLinks struct {
 	rfd, wfd int            // rank r−1 (prev) and rank r+1 (next)
 	efd      int            // an eventfd that ends every wait: written once the ring is dead
 	fds      [3]unix.PollFd // poll(2)'s set, kept here so waiting allocates nothing
+	iov      [2]unix.Iovec  // readv(2)'s and writev(2)'s, likewise
 	noteFds  [2]unix.PollFd // the notice reader's, used by another goroutine
 
 	// The running operation.
@@ -198,9 +199,31 @@ func (l *pollLinks) progress() error {
 	for l.su < nSend || l.ru < nRecv || len(l.hdrOut) > 0 || l.hdrFilled < headerBytes {
 		moved := false
 
-		for len(l.hdrOut) > 0 {
-			n, blocked, err := l.write(l.hdrOut)
-			l.hdrOut = l.hdrOut[n:]
+		// Sends: the header, then the units in order. The header and the
+		// first unit leave in one writev, a message's header and data in one
+		// segment.
+		for {
+			if !l.sendReady && l.su < nSend {
+				lo, hi, need := p.sendUnit(l.su)
+				if l.ru >= need {
+					l.out, l.sendReady = floatBytes(p.buf[lo:hi]), true
+				}
+			}
+			if l.sendReady && len(l.out) == 0 && len(l.hdrOut) == 0 {
+				l.su++
+				l.sendReady = false
+				continue
+			}
+			var out []byte
+			if l.sendReady {
+				out = l.out[:min(len(l.out), max(l.sendAhead(), 0))]
+			}
+			if len(l.hdrOut) == 0 && len(out) == 0 {
+				break // nothing may go out yet
+			}
+			n, blocked, err := l.write(l.hdrOut, out)
+			h := min(n, len(l.hdrOut))
+			l.hdrOut, l.out = l.hdrOut[h:], l.out[n-h:]
 			moved = moved || n > 0
 			if err != nil {
 				return err
@@ -209,78 +232,47 @@ func (l *pollLinks) progress() error {
 				break
 			}
 		}
-		for l.su < nSend && len(l.hdrOut) == 0 {
-			if !l.sendReady {
-				lo, hi, need := p.sendUnit(l.su)
-				if l.ru < need {
-					break
-				}
-				l.out, l.sendReady = floatBytes(p.buf[lo:hi]), true
-			}
-			if len(l.out) > 0 {
-				out := l.out
-				if ahead := l.sendAhead(); ahead < len(out) {
-					if ahead <= 0 {
-						break // wait until rank r−1's data catches up
-					}
-					out = out[:ahead]
-				}
-				n, blocked, err := l.write(out)
-				l.out = l.out[n:]
-				moved = moved || n > 0
-				if err != nil {
-					return err
-				}
-				if blocked {
-					break
-				}
-				if len(l.out) > 0 {
-					continue
-				}
-			}
-			l.su++
-			l.sendReady = false
-		}
 
-		if l.hdrFilled < headerBytes {
-			m, err := l.read(r.hdrIn[:], &l.hdrFilled)
-			moved = moved || m
-			if err != nil {
-				return err
-			}
-			if l.hdrFilled == headerBytes {
-				if err := r.checkHeader(&r.hdrIn); err != nil {
-					return err
-				}
-			}
-		}
-		for l.ru < nRecv && l.hdrFilled == headerBytes {
-			if !l.recvReady {
+		// Receives: the header, then the units in order, the header and the
+		// first piece in one readv.
+		for l.ru < nRecv || l.hdrFilled < headerBytes {
+			if !l.recvReady && l.ru < nRecv {
 				if l.su < p.recvNeedsSent(l.ru) {
 					break
 				}
 				l.rlo, l.rhi, l.reduce, l.last = p.recvUnit(l.ru)
 				l.recvReady, l.piece, l.filled = true, nil, 0
 			}
-			if l.piece == nil && l.rlo < l.rhi {
+			if l.recvReady && l.piece == nil && l.rlo < l.rhi {
 				if l.reduce {
 					l.piece = r.scratch[:min(l.rhi-l.rlo, len(r.scratch))]
 				} else {
 					l.piece = p.buf[l.rlo:l.rhi]
 				}
 			}
-			if l.piece != nil {
-				b := floatBytes(l.piece)
-				if l.filled < len(b) {
-					m, err := l.read(b, &l.filled)
-					moved = moved || m
-					if err != nil {
+			data := floatBytes(l.piece)[l.filled:]
+			if l.hdrFilled < headerBytes || len(data) > 0 {
+				hdr := r.hdrIn[l.hdrFilled:]
+				n, err := l.read(hdr, data)
+				if err != nil {
+					return err
+				}
+				h := min(n, len(hdr))
+				l.hdrFilled, l.filled = l.hdrFilled+h, l.filled+n-h
+				if h > 0 && l.hdrFilled == headerBytes {
+					if err := r.checkHeader(&r.hdrIn); err != nil {
 						return err
 					}
-					if l.filled < len(b) {
-						break
-					}
 				}
+				moved = moved || n > 0
+				if l.hdrFilled < headerBytes || l.filled < 4*len(l.piece) {
+					break // the rest has not arrived yet
+				}
+			}
+			if !l.recvReady {
+				break // the header alone was due
+			}
+			if l.piece != nil {
 				if l.reduce {
 					// In an exchange the piece's region of the buffer is also
 					// going out: hold the piece (reading no further, so the
@@ -318,31 +310,27 @@ func (l *pollLinks) progress() error {
 	return nil
 }
 
-// rawIO is read(2) or write(2) on a non-blocking socket without telling
-// the Go scheduler: such a call never blocks, and announcing it
-// (syscall.Read) lets the runtime hand this goroutine's P to another
-// thread whenever a large copy takes longer than its 20 µs tick — a thread
-// wake-up and hand-back per chunk, measured at several futex calls per
-// all-reduce.
-func rawIO(trap uintptr, fd int, b []byte) (int, error) {
-	if len(b) == 0 {
-		return 0, nil
-	}
-	n, _, e := syscall.RawSyscall(trap, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+// rawIO is readv(2) or writev(2) of cnt iovecs at iov on a non-blocking
+// socket without telling the Go scheduler: such a call never blocks, and
+// announcing it (syscall.Read) lets the runtime hand this goroutine's P to
+// another thread whenever a large copy takes longer than its 20 µs tick — a
+// thread wake-up and hand-back per chunk, measured at several futex calls
+// per all-reduce.
+func rawIO(trap uintptr, fd int, iov unsafe.Pointer, cnt int) (int, error) {
+	n, _, e := syscall.RawSyscall(trap, uintptr(fd), uintptr(iov), uintptr(cnt))
 	if e != 0 {
-		return -1, e
+		return 0, e
 	}
 	return int(n), nil
 }
 
-// write sends what it can of out and returns how much it sent; blocked
-// says the socket took nothing more (EAGAIN).
-func (l *pollLinks) write(out []byte) (sent int, blocked bool, err error) {
+// write sends what it can of hdr and then data in one system call and
+// returns how much it sent; blocked says the socket took nothing more
+// (EAGAIN).
+func (l *pollLinks) write(hdr, data []byte) (sent int, blocked bool, err error) {
 	for {
-		n, err := rawIO(syscall.SYS_WRITE, l.wfd, out[sent:])
-		if n > 0 {
-			sent += n
-		}
+		n, err := l.transfer(syscall.SYS_WRITEV, l.wfd, hdr, data, sent)
+		sent += n
 		switch {
 		case err == nil:
 			return sent, false, nil
@@ -351,29 +339,47 @@ func (l *pollLinks) write(out []byte) (sent int, blocked bool, err error) {
 			return sent, true, nil
 		default:
 			r := l.ring
-			return sent, true, r.linkError(r.nextRank(), "sending to", os.NewSyscallError("write", err))
+			return sent, true, r.linkError(r.nextRank(), "sending to", os.NewSyscallError("writev", err))
 		}
 	}
 }
 
-// read receives what has arrived into b[*filled:], advancing *filled.
-func (l *pollLinks) read(b []byte, filled *int) (moved bool, err error) {
+// read receives what has arrived into hdr and then data in one system
+// call and returns how much: 0 when nothing has arrived.
+func (l *pollLinks) read(hdr, data []byte) (int, error) {
 	r := l.ring
 	for {
-		n, err := rawIO(syscall.SYS_READ, l.rfd, b[*filled:])
+		n, err := l.transfer(syscall.SYS_READV, l.rfd, hdr, data, 0)
 		switch {
 		case n > 0:
-			*filled += n
-			return true, nil
+			return n, nil
 		case err == nil: // n == 0: the peer closed
-			return false, r.linkError(r.prevRank(), "receiving from", io.EOF)
+			return 0, r.linkError(r.prevRank(), "receiving from", io.EOF)
 		case errors.Is(err, syscall.EINTR):
 		case errors.Is(err, syscall.EAGAIN):
-			return false, nil
+			return 0, nil
 		default:
-			return false, r.linkError(r.prevRank(), "receiving from", os.NewSyscallError("read", err))
+			return 0, r.linkError(r.prevRank(), "receiving from", os.NewSyscallError("readv", err))
 		}
 	}
+}
+
+// transfer is readv(2) or writev(2) of hdr then data, skipping the first
+// skip bytes, on a non-blocking socket.
+func (l *pollLinks) transfer(trap uintptr, fd int, hdr, data []byte, skip int) (int, error) {
+	h := min(skip, len(hdr))
+	hdr, data = hdr[h:], data[skip-h:]
+	iov := l.iov[:0]
+	for _, b := range [2][]byte{hdr, data} {
+		if len(b) > 0 {
+			iov = append(iov, unix.Iovec{Base: &b[0]})
+			iov[len(iov)-1].SetLen(len(b))
+		}
+	}
+	if len(iov) == 0 {
+		return 0, nil
+	}
+	return rawIO(trap, fd, unsafe.Pointer(&iov[0]), len(iov))
 }
 
 // sentBytes is how much of the buffer has gone out, for planExchange,
