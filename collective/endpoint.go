@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 )
@@ -183,7 +184,8 @@ func (e *Endpoint) expire(pc *pendingConn) {
 }
 
 // Join forms the ring of one generation: it dials rank+1, accepts rank−1
-// (refusing peers of another job or generation), and returns the ring
+// (refusing peers of another job or generation), in a world of 2^m ≥ 4
+// ranks also connects to rank r XOR 2^k for every k < m, and returns the
 // communicator. It returns by opts.JoinTimeout or ctx's deadline. A world of
 // one needs no connections.
 func (e *Endpoint) Join(ctx context.Context, rv Rendezvous, opts Options) (Communicator, error) {
@@ -195,7 +197,7 @@ func (e *Endpoint) Join(ctx context.Context, rv Rendezvous, opts Options) (Commu
 		return nil, err
 	}
 	if rv.WorldSize == 1 {
-		return newRing(rv, opts, nil, nil), nil
+		return newRing(rv, opts, nil, nil, nil), nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, opts.JoinTimeout)
 	defer cancel()
@@ -206,66 +208,134 @@ func (e *Endpoint) Join(ctx context.Context, rv Rendezvous, opts Options) (Commu
 	}
 	defer e.endJoin(slot)
 
+	// Connections: the ring's (link 0: dial rank+1, accept rank−1) and, in
+	// a world of 2^m ≥ 4 ranks, one pair link per distance d = 2^k to rank
+	// r XOR d (link k+1; the lower rank dials), for recursive doubling and
+	// halving (halving.go).
+	next := (rv.Rank + 1) % rv.WorldSize
+	prev := (rv.Rank + rv.WorldSize - 1) % rv.WorldSize
+	links := 1 + len(pairDistances(rv.WorldSize))
+	conns := make([]net.Conn, 2*links) // [2k]: dialed (k = 0: next), [2k+1]: accepted (k = 0: prev)
 	type dialed struct {
+		slot int
 		conn net.Conn
 		err  error
 	}
-	next := (rv.Rank + 1) % rv.WorldSize
-	prev := (rv.Rank + rv.WorldSize - 1) % rv.WorldSize
-	dialDone := make(chan dialed, 1)
-	go func() {
-		c, err := e.dialNext(ctx, rv, next)
-		dialDone <- dialed{c, err}
-	}()
+	dialDone := make(chan dialed, links)
+	dialing := 0
+	dial := func(slot, peer, link int) {
+		dialing++
+		go func() {
+			c, err := e.dialPeer(ctx, rv, peer, link)
+			dialDone <- dialed{slot, c, err}
+		}()
+	}
+	dial(0, next, 0)
+	want := 2 // connections still to come
+	for k, d := range pairDistances(rv.WorldSize) {
+		if p := rv.Rank ^ d; rv.Rank < p {
+			dial(2*(k+1), p, k+1)
+		}
+		want++
+	}
 
-	var prevConn net.Conn
-	var nextConn net.Conn
 	var joinErr error
-	for (prevConn == nil || nextConn == nil) && joinErr == nil {
+	for want > 0 && joinErr == nil {
 		select {
 		case d := <-dialDone:
-			nextConn, joinErr = d.conn, d.err
-			dialDone = nil
+			dialing--
+			conns[d.slot], joinErr = d.conn, d.err
+			want--
 		case pc := <-slot.arrived:
-			switch {
-			case pc.hello.worldSize != rv.WorldSize:
-				pc.refuse(fmt.Sprintf("world size %d differs from this rank's %d", pc.hello.worldSize, rv.WorldSize))
-			case pc.hello.rank != prev:
-				pc.refuse(fmt.Sprintf("rank %d dialed rank %d, but only rank %d (its predecessor) may", pc.hello.rank, rv.Rank, prev))
-			case prevConn != nil:
-				pc.refuse(fmt.Sprintf("rank %d already connected", prev))
-			default:
-				if err := writeReply(pc.conn, ""); err != nil {
-					_ = pc.conn.Close()
-					joinErr = fmt.Errorf("collective: accepting rank %d: %w", prev, err)
-				} else {
-					prevConn = pc.conn
-				}
+			h := pc.hello
+			at, refusal := acceptSlot(rv, h, prev, conns)
+			if refusal != "" {
+				pc.refuse(refusal)
+				continue
 			}
+			if err := writeReply(pc.conn, ""); err != nil {
+				_ = pc.conn.Close()
+				joinErr = fmt.Errorf("collective: accepting rank %d: %w", h.rank, err)
+				continue
+			}
+			conns[at] = pc.conn
+			want--
 		case <-ctx.Done():
-			joinErr = fmt.Errorf("collective: join of job %q generation %d as rank %d/%d: rank %d (%s) did not connect within the join timeout: %w",
-				rv.JobID, rv.Generation, rv.Rank, rv.WorldSize, prev, rv.Addrs[prev], ctx.Err())
+			joinErr = fmt.Errorf("collective: join of job %q generation %d as rank %d/%d: %s did not connect within the join timeout: %w",
+				rv.JobID, rv.Generation, rv.Rank, rv.WorldSize, missingPeers(rv, prev, conns), ctx.Err())
 		}
 	}
 	if joinErr != nil {
 		cancel()
-		if dialDone != nil {
+		for ; dialing > 0; dialing-- {
 			if d := <-dialDone; d.conn != nil {
 				_ = d.conn.Close()
 			}
 		}
-		if nextConn != nil {
-			_ = nextConn.Close()
-		}
-		if prevConn != nil {
-			_ = prevConn.Close()
+		for _, c := range conns {
+			if c != nil {
+				_ = c.Close()
+			}
 		}
 		return nil, joinErr
 	}
-	_ = prevConn.SetDeadline(time.Time{})
-	_ = nextConn.SetDeadline(time.Time{})
+	for _, c := range conns {
+		if c != nil {
+			_ = c.SetDeadline(time.Time{})
+		}
+	}
+	pairs := make([]net.Conn, links-1)
+	for k := range pairs {
+		pairs[k] = conns[2*(k+1)]
+		if pairs[k] == nil {
+			pairs[k] = conns[2*(k+1)+1]
+		}
+	}
 	opts.Logger.Info("collective: joined", "job", rv.JobID, "generation", rv.Generation, "rank", rv.Rank, "world", rv.WorldSize)
-	return newRing(rv, opts, nextConn, prevConn), nil
+	return newRing(rv, opts, conns[0], conns[1], pairs), nil
+}
+
+// acceptSlot checks an arriving hello against the connections rank rv.Rank
+// accepts and returns its slot in conns (see Join), or why it is refused.
+func acceptSlot(rv Rendezvous, h hello, prev int, conns []net.Conn) (int, string) {
+	if h.worldSize != rv.WorldSize {
+		return 0, fmt.Sprintf("world size %d differs from this rank's %d", h.worldSize, rv.WorldSize)
+	}
+	slot := 1
+	if h.link == 0 {
+		if h.rank != prev {
+			return 0, fmt.Sprintf("rank %d dialed rank %d, but only rank %d (its predecessor) may", h.rank, rv.Rank, prev)
+		}
+	} else {
+		ds := pairDistances(rv.WorldSize)
+		if h.link > len(ds) || h.rank != rv.Rank^ds[h.link-1] || h.rank > rv.Rank {
+			return 0, fmt.Sprintf("rank %d dialed rank %d on pair link %d, which joins other ranks", h.rank, rv.Rank, h.link)
+		}
+		slot = 2*h.link + 1
+	}
+	if conns[slot] != nil {
+		return 0, fmt.Sprintf("rank %d already connected", h.rank)
+	}
+	return slot, ""
+}
+
+// missingPeers names the ranks whose connections Join still waits for.
+func missingPeers(rv Rendezvous, prev int, conns []net.Conn) string {
+	var names []string
+	if conns[1] == nil {
+		names = append(names, fmt.Sprintf("rank %d (%s)", prev, rv.Addrs[prev]))
+	}
+	if conns[0] == nil {
+		next := (rv.Rank + 1) % rv.WorldSize
+		names = append(names, fmt.Sprintf("rank %d (%s)", next, rv.Addrs[next]))
+	}
+	for k, d := range pairDistances(rv.WorldSize) {
+		if conns[2*(k+1)] == nil && conns[2*(k+1)+1] == nil {
+			p := rv.Rank ^ d
+			names = append(names, fmt.Sprintf("rank %d (%s)", p, rv.Addrs[p]))
+		}
+	}
+	return strings.Join(names, ", ")
 }
 
 // startJoin installs slot as the running Join and hands it the held
@@ -321,31 +391,32 @@ func (e *Endpoint) endJoin(slot *joinSlot) {
 	}
 }
 
-// dialNext connects to rank next and completes the handshake, retrying
-// while the peer is not listening yet.
-func (e *Endpoint) dialNext(ctx context.Context, rv Rendezvous, next int) (net.Conn, error) {
-	addr := rv.Addrs[next]
+// dialPeer connects to rank peer for link and completes the handshake,
+// retrying while the peer is not listening yet.
+func (e *Endpoint) dialPeer(ctx context.Context, rv Rendezvous, peer, link int) (net.Conn, error) {
+	addr := rv.Addrs[peer]
 	backoff := 20 * time.Millisecond
 	for {
 		conn, err := e.layer.Dial(ctx, addr)
 		if err == nil {
-			return handshakeNext(ctx, conn, rv, next)
+			return handshakePeer(ctx, conn, rv, peer, link)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("collective: join: dialing rank %d (%s): %w (last error: %v)", next, addr, ctx.Err(), err)
+			return nil, fmt.Errorf("collective: join: dialing rank %d (%s): %w (last error: %v)", peer, addr, ctx.Err(), err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)
 	}
 }
 
-// handshakeNext sends our hello on a fresh connection to rank next and waits
-// for its verdict, which comes once next's Join for this generation runs.
-func handshakeNext(ctx context.Context, conn net.Conn, rv Rendezvous, next int) (net.Conn, error) {
+// handshakePeer sends our hello on a fresh connection to rank next for
+// link and waits for its verdict, which comes once next's Join for this
+// generation runs.
+func handshakePeer(ctx context.Context, conn net.Conn, rv Rendezvous, next, link int) (net.Conn, error) {
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	h := hello{jobID: rv.JobID, generation: rv.Generation, rank: rv.Rank, worldSize: rv.WorldSize}
+	h := hello{jobID: rv.JobID, generation: rv.Generation, rank: rv.Rank, worldSize: rv.WorldSize, link: link}
 	if err := writeHello(conn, h); err != nil {
 		_ = conn.Close()
 		return nil, fmt.Errorf("collective: join: sending hello to rank %d (%s): %w", next, rv.Addrs[next], err)
@@ -378,32 +449,38 @@ type hello struct {
 	generation uint64
 	rank       int
 	worldSize  int
+	link       int // 0: the ring; k ≥ 1: the pair link of distance 2^(k−1)
 }
 
 var helloMagic = [4]byte{'F', 'M', 'C', 'L'}
 
-const protocolVersion = 1
+// protocolVersion 2 added the link and the pair links.
+const protocolVersion = 2
 
 // writeHello encodes: magic[4] version u16 rank u32 world u32 generation u64
-// joblen u16 job[joblen], little-endian.
+// link u16 joblen u16 job[joblen], little-endian.
 func writeHello(w io.Writer, h hello) error {
 	if len(h.jobID) > maxJobIDLen {
 		return fmt.Errorf("job id of %d bytes exceeds %d", len(h.jobID), maxJobIDLen)
 	}
-	b := make([]byte, 0, 24+len(h.jobID))
+	b := make([]byte, 0, helloFixed+len(h.jobID))
 	b = append(b, helloMagic[:]...)
 	b = binary.LittleEndian.AppendUint16(b, protocolVersion)
 	b = binary.LittleEndian.AppendUint32(b, uint32(h.rank))
 	b = binary.LittleEndian.AppendUint32(b, uint32(h.worldSize))
 	b = binary.LittleEndian.AppendUint64(b, h.generation)
+	b = binary.LittleEndian.AppendUint16(b, uint16(h.link))
 	b = binary.LittleEndian.AppendUint16(b, uint16(len(h.jobID)))
 	b = append(b, h.jobID...)
 	_, err := w.Write(b)
 	return err
 }
 
+// helloFixed is the length of a hello before its job id.
+const helloFixed = 26
+
 func readHello(r io.Reader) (hello, error) {
-	var fixed [24]byte
+	var fixed [helloFixed]byte
 	if _, err := io.ReadFull(r, fixed[:]); err != nil {
 		return hello{}, fmt.Errorf("reading hello: %w", err)
 	}
@@ -417,8 +494,9 @@ func readHello(r io.Reader) (hello, error) {
 		rank:       int(binary.LittleEndian.Uint32(fixed[6:])),
 		worldSize:  int(binary.LittleEndian.Uint32(fixed[10:])),
 		generation: binary.LittleEndian.Uint64(fixed[14:]),
+		link:       int(binary.LittleEndian.Uint16(fixed[22:])),
 	}
-	n := int(binary.LittleEndian.Uint16(fixed[22:]))
+	n := int(binary.LittleEndian.Uint16(fixed[24:]))
 	if n > maxJobIDLen {
 		return hello{}, fmt.Errorf("job id of %d bytes exceeds %d", n, maxJobIDLen)
 	}

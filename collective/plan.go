@@ -16,6 +16,12 @@ const (
 	// before it may be sent; a+b and b+a are the same bits, so both ranks
 	// agree.
 	planExchange
+	// planPair: one step of recursive halving or doubling (halving.go):
+	// send [sendLo, sendHi) to the partner, receive [recvLo, recvHi) from it
+	// and add it (reduce) or copy it; the two ranges do not overlap.
+	planPair
+	// planSteps: the steps, run one after the other (halving.go).
+	planSteps
 )
 
 // plan is one operation's schedule, cut into units: one chunk of one
@@ -35,6 +41,17 @@ type plan struct {
 	// planBroadcast
 	root int
 
+	// planExchange and planPair run on pair link link (halving.go), or on
+	// the ring's two connections when link is 0. divides: their additions
+	// are the operation's last, where OpAverage divides.
+	link    int
+	divides bool
+	// planPair
+	sendLo, sendHi, recvLo, recvHi int
+	reduce                         bool
+	// planSteps
+	steps []plan
+
 	rank, size int
 	chunks     int // per segment (ring) or for the whole buffer (broadcast)
 }
@@ -46,8 +63,11 @@ func (p *plan) layout(rank, size, chunkBytes int) {
 	p.rank, p.size = rank, size
 	perChunk := max(1, chunkBytes/4)
 	span := len(p.buf)
-	if p.kind == planRing {
+	switch p.kind {
+	case planRing:
 		span = ceilDiv(len(p.buf), size)
+	case planPair:
+		span = max(p.sendHi-p.sendLo, p.recvHi-p.recvLo) // the partner's view swaps them
 	}
 	p.chunks = max(1, ceilDiv(span, perChunk))
 	// A segment of a few chunk sizes or less would cross each step as one
@@ -83,8 +103,11 @@ func (p *plan) chunk(lo, hi, c int) (int, int) {
 func (p *plan) distance() int { return mod(p.rank-p.root, p.size) }
 
 func (p *plan) recvUnits() int {
-	if p.kind == planExchange {
+	switch p.kind {
+	case planExchange, planPair:
 		return p.chunks
+	case planSteps:
+		return len(p.steps)
 	}
 	if p.kind == planBroadcast {
 		if p.distance() == 0 {
@@ -96,8 +119,11 @@ func (p *plan) recvUnits() int {
 }
 
 func (p *plan) sendUnits() int {
-	if p.kind == planExchange {
+	switch p.kind {
+	case planExchange, planPair:
 		return p.chunks
+	case planSteps:
+		return len(p.steps) // every step sends, if only its header
 	}
 	if p.kind == planBroadcast {
 		if p.distance() == p.size-1 {
@@ -112,9 +138,13 @@ func (p *plan) sendUnits() int {
 // buf (else copied over it), and whether it is the last addition to its
 // segment (where OpAverage divides).
 func (p *plan) recvUnit(u int) (lo, hi int, reduce, last bool) {
-	if p.kind == planExchange {
+	switch p.kind {
+	case planExchange:
 		lo, hi = p.chunk(0, len(p.buf), u)
-		return lo, hi, true, true
+		return lo, hi, true, p.divides
+	case planPair:
+		lo, hi = p.chunk(p.recvLo, p.recvHi, u)
+		return lo, hi, p.reduce, p.divides
 	}
 	if p.kind == planBroadcast {
 		lo, hi = p.chunk(0, len(p.buf), u)
@@ -129,8 +159,12 @@ func (p *plan) recvUnit(u int) (lo, hi int, reduce, last bool) {
 // sendUnit returns send unit u's bounds and how many receive units must be
 // done before it may go (it forwards what they brought).
 func (p *plan) sendUnit(u int) (lo, hi, needRecv int) {
-	if p.kind == planExchange {
+	switch p.kind {
+	case planExchange:
 		lo, hi = p.chunk(0, len(p.buf), u)
+		return lo, hi, 0
+	case planPair:
+		lo, hi = p.chunk(p.sendLo, p.sendHi, u)
 		return lo, hi, 0
 	}
 	if p.kind == planBroadcast {
@@ -154,7 +188,7 @@ func (p *plan) sendUnit(u int) (lo, hi, needRecv int) {
 // sent by this rank at step s+1−n (during the all-gather half). An exchange
 // may read at once; only adding into the buffer waits (addNeedsSent).
 func (p *plan) recvNeedsSent(u int) int {
-	if p.kind == planBroadcast || p.kind == planExchange {
+	if p.kind != planRing {
 		return 0
 	}
 	return max(0, u-(p.size-1)*p.chunks+1)

@@ -29,17 +29,21 @@ import (
 type pollLinks struct {
 	ring     *ring
 	rfd, wfd int            // rank r−1 (prev) and rank r+1 (next)
+	pairs    []int          // pair link k+1's descriptor at pairs[k] (halving.go)
 	efd      int            // an eventfd that ends every wait: written once the ring is dead
 	fds      [3]unix.PollFd // poll(2)'s set, kept here so waiting allocates nothing
 	iov      [2]unix.Iovec  // readv(2)'s and writev(2)'s, likewise
 	noteFds  [2]unix.PollFd // the notice reader's, used by another goroutine
 
-	// The running operation.
-	plan      *plan
-	deadline  time.Time
-	su, ru    int    // the send and receive units in progress
-	out       []byte // the rest of send unit su, once loaded
-	sendReady bool   // out holds send unit su
+	// The running operation (or step of one): it sends on sfd to rank
+	// speer and receives on dfd from rank dpeer.
+	plan         *plan
+	sfd, dfd     int
+	speer, dpeer int
+	deadline     time.Time
+	su, ru       int    // the send and receive units in progress
+	out          []byte // the rest of send unit su, once loaded
+	sendReady    bool   // out holds send unit su
 	// Receive unit ru: its region [rlo, rhi) of plan.buf; reduce units are
 	// read piece by piece into scratch and added when a piece is whole.
 	rlo, rhi     int
@@ -57,30 +61,34 @@ type pollLinks struct {
 // newPollLinks returns r's engine for TCP links, taking over their
 // descriptors, or nil for other transports (the in-memory pipes of tests),
 // which keep the goroutine path.
-func newPollLinks(r *ring, next, prev net.Conn) *pollLinks {
-	n, ok1 := next.(*net.TCPConn)
-	p, ok2 := prev.(*net.TCPConn)
-	if !ok1 || !ok2 {
+func newPollLinks(r *ring, next, prev net.Conn, pairs []net.Conn) *pollLinks {
+	conns := append([]net.Conn{next, prev}, pairs...)
+	fds := make([]int, 0, len(conns)+1)
+	fail := func() *pollLinks {
+		for _, fd := range fds {
+			_ = unix.Close(fd)
+		}
 		return nil
 	}
-	wfd, err := dupSocket(n)
-	if err != nil {
-		return nil
-	}
-	rfd, err := dupSocket(p)
-	if err != nil {
-		_ = unix.Close(wfd)
-		return nil
+	for _, c := range conns {
+		tc, ok := c.(*net.TCPConn)
+		if !ok {
+			return fail()
+		}
+		fd, err := dupSocket(tc)
+		if err != nil {
+			return fail()
+		}
+		fds = append(fds, fd)
 	}
 	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
-		_ = unix.Close(wfd)
-		_ = unix.Close(rfd)
-		return nil
+		return fail()
 	}
-	_ = next.Close()
-	_ = prev.Close()
-	return &pollLinks{ring: r, rfd: rfd, wfd: wfd, efd: efd}
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	return &pollLinks{ring: r, wfd: fds[0], rfd: fds[1], pairs: fds[2:], efd: efd}
 }
 
 // dupSocket duplicates c's descriptor (non-blocking, like c's: the flag
@@ -111,6 +119,9 @@ func (l *pollLinks) wake() {
 func (l *pollLinks) close() {
 	_ = unix.Close(l.rfd)
 	_ = unix.Close(l.wfd)
+	for _, fd := range l.pairs {
+		_ = unix.Close(fd)
+	}
 	_ = unix.Close(l.efd)
 }
 
@@ -172,10 +183,29 @@ func (l *pollLinks) writeNotice(msg []byte, within time.Duration) {
 // of its step time.
 const maxPollWait = time.Hour
 
-// runPolled executes p until done, the deadline, or the ring's death.
+// runPolled executes p until done, the deadline, or the ring's death: a
+// planSteps one step after the other, each on its own link.
 func (r *ring) runPolled(p *plan, deadline time.Time) error {
-	l := r.poll
+	if p.kind != planSteps {
+		return r.poll.run(p, deadline)
+	}
+	for i := range p.steps {
+		if err := r.poll.run(&p.steps[i], deadline); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// run executes one plan on its link.
+func (l *pollLinks) run(p *plan, deadline time.Time) error {
+	r := l.ring
 	l.plan, l.deadline = p, deadline
+	l.sfd, l.dfd, l.speer, l.dpeer = l.wfd, l.rfd, r.nextRank(), r.prevRank()
+	if p.link > 0 {
+		fd, peer := l.pairs[p.link-1], r.pairPeer(p.link)
+		l.sfd, l.dfd, l.speer, l.dpeer = fd, fd, peer, peer
+	}
 	l.su, l.ru, l.sendReady, l.recvReady, l.held, l.idleSince = 0, 0, false, false, false, time.Time{}
 	l.hdrOut, l.hdrFilled, l.added = nil, headerBytes, 0
 	if p.sendUnits() > 0 {
@@ -329,7 +359,7 @@ func rawIO(trap uintptr, fd int, iov unsafe.Pointer, cnt int) (int, error) {
 // (EAGAIN).
 func (l *pollLinks) write(hdr, data []byte) (sent int, blocked bool, err error) {
 	for {
-		n, err := l.transfer(syscall.SYS_WRITEV, l.wfd, hdr, data, sent)
+		n, err := l.transfer(syscall.SYS_WRITEV, l.sfd, hdr, data, sent)
 		sent += n
 		switch {
 		case err == nil:
@@ -339,7 +369,7 @@ func (l *pollLinks) write(hdr, data []byte) (sent int, blocked bool, err error) 
 			return sent, true, nil
 		default:
 			r := l.ring
-			return sent, true, r.linkError(r.nextRank(), "sending to", os.NewSyscallError("writev", err))
+			return sent, true, r.linkError(l.speer, "sending to", os.NewSyscallError("writev", err))
 		}
 	}
 }
@@ -349,17 +379,17 @@ func (l *pollLinks) write(hdr, data []byte) (sent int, blocked bool, err error) 
 func (l *pollLinks) read(hdr, data []byte) (int, error) {
 	r := l.ring
 	for {
-		n, err := l.transfer(syscall.SYS_READV, l.rfd, hdr, data, 0)
+		n, err := l.transfer(syscall.SYS_READV, l.dfd, hdr, data, 0)
 		switch {
 		case n > 0:
 			return n, nil
 		case err == nil: // n == 0: the peer closed
-			return 0, r.linkError(r.prevRank(), "receiving from", io.EOF)
+			return 0, r.linkError(l.dpeer, "receiving from", io.EOF)
 		case errors.Is(err, syscall.EINTR):
 		case errors.Is(err, syscall.EAGAIN):
 			return 0, nil
 		default:
-			return 0, r.linkError(r.prevRank(), "receiving from", os.NewSyscallError("readv", err))
+			return 0, r.linkError(l.dpeer, "receiving from", os.NewSyscallError("readv", err))
 		}
 	}
 }
@@ -438,9 +468,9 @@ func (l *pollLinks) idle() error {
 		// Waiting to receive means rank r−1 is silent; otherwise rank r+1
 		// stopped draining our sends.
 		if reading {
-			return r.linkError(r.prevRank(), "receiving from", os.ErrDeadlineExceeded)
+			return r.linkError(l.dpeer, "receiving from", os.ErrDeadlineExceeded)
 		}
-		return r.linkError(r.nextRank(), "sending to", os.ErrDeadlineExceeded)
+		return r.linkError(l.speer, "sending to", os.ErrDeadlineExceeded)
 	}
 	if l.idleSince.IsZero() {
 		l.idleSince = now
@@ -451,10 +481,10 @@ func (l *pollLinks) idle() error {
 	}
 	set := append(l.fds[:0], unix.PollFd{Fd: int32(l.efd), Events: unix.POLLIN})
 	if reading {
-		set = append(set, unix.PollFd{Fd: int32(l.rfd), Events: unix.POLLIN})
+		set = append(set, unix.PollFd{Fd: int32(l.dfd), Events: unix.POLLIN})
 	}
 	if writing {
-		set = append(set, unix.PollFd{Fd: int32(l.wfd), Events: unix.POLLOUT})
+		set = append(set, unix.PollFd{Fd: int32(l.sfd), Events: unix.POLLOUT})
 	}
 	wait := min(l.deadline.Sub(now), maxPollWait)
 	if _, err := unix.Poll(set, int(max(wait.Milliseconds(), 1))); err != nil && !errors.Is(err, unix.EINTR) {

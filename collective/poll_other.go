@@ -9,9 +9,9 @@ import (
 
 // pollLinks is the Linux progress engine (poll_linux.go); elsewhere every
 // transport uses the goroutine path and none of these is called.
-type pollLinks struct{}
+type pollLinks struct{ pairs []int }
 
-func newPollLinks(*ring, net.Conn, net.Conn) *pollLinks { return nil }
+func newPollLinks(*ring, net.Conn, net.Conn, []net.Conn) *pollLinks { return nil }
 
 func (l *pollLinks) wake()                             {}
 func (l *pollLinks) close()                            {}

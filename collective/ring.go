@@ -44,9 +44,10 @@ type ring struct {
 	barrier  []float32 // Size() floats for Barrier's all-gather
 	gathered []float32 // Size() × the small-message limit, for allReduceSmall
 	token    [1]float32
-	plan     plan     // the running operation; written only between operations
-	header   opHeader // the running operation's header (header.go)
-	seq      uint32   // operations that have communicated
+	plan     plan               // the running operation; written only between operations
+	steps    [maxPairSteps]plan // planSteps' steps (halving.go)
+	header   opHeader           // the running operation's header (header.go)
+	seq      uint32             // operations that have communicated
 	hdrOut   [headerBytes]byte
 	hdrIn    [headerBytes]byte
 	work     chan *plan    // caller → sender: start sending this plan
@@ -94,7 +95,9 @@ const (
 	noticeClosed   = 3 // the sender closed between operations
 )
 
-func newRing(rv Rendezvous, opts Options, next, prev net.Conn) *ring {
+// newRing builds rank rv.Rank's communicator on its ring connections and,
+// in worlds of 2^m ranks, its pair links (halving.go; nil otherwise).
+func newRing(rv Rendezvous, opts Options, next, prev net.Conn, pairs []net.Conn) *ring {
 	r := &ring{
 		rank: rv.Rank, size: rv.WorldSize, jobID: rv.JobID, generation: rv.Generation,
 		addrs: append([]string(nil), rv.Addrs...), opts: opts,
@@ -109,7 +112,13 @@ func newRing(rv Rendezvous, opts Options, next, prev net.Conn) *ring {
 	}
 	if rv.WorldSize > 1 {
 		r.scratch = make([]float32, min(recvPiece, opts.ChunkBytes/4))
-		r.poll = newPollLinks(r, next, prev)
+		r.poll = newPollLinks(r, next, prev, pairs)
+		if r.poll == nil {
+			// The goroutine path runs every operation on the ring.
+			for _, c := range pairs {
+				_ = c.Close()
+			}
+		}
 		r.opts.SpinWait = spinWait(opts, rv, runtime.NumCPU(), runtime.GOMAXPROCS(0))
 		r.gathered = make([]float32, rv.WorldSize*r.smallLimit())
 		for i := range r.scratch { // first touch now, not in the first reduction
@@ -174,8 +183,11 @@ func (r *ring) AllReduce(ctx context.Context, buf []float32, op Op) error {
 		return nil
 	}
 	if r.size == 2 {
-		r.plan = plan{kind: planExchange, buf: buf, op: op}
+		r.plan = plan{kind: planExchange, buf: buf, op: op, divides: true}
 		r.plan.layout(r.rank, r.size, r.opts.ChunkBytes)
+		return r.run(ctx, "allreduce")
+	}
+	if r.pairPlan(buf, op) {
 		return r.run(ctx, "allreduce")
 	}
 	if len(buf) <= r.smallLimit() {

@@ -101,7 +101,13 @@ func TestKilledPeerProcess(t *testing.T) {
 		return
 	}
 	noLeaks(t)
-	const n, childRank = 3, 2
+	for _, n := range []int{3, 4} { // the ring; recursive halving over pair links
+		t.Run(fmt.Sprintf("n=%d", n), func(t *testing.T) { testKilledPeerProcess(t, n) })
+	}
+}
+
+func testKilledPeerProcess(t *testing.T, n int) {
+	const childRank = 2
 	opts := Options{Timeout: 20 * time.Second, JoinTimeout: 10 * time.Second}
 
 	child := exec.Command(os.Args[0], "-test.run=^TestKilledPeerProcess$")
@@ -122,25 +128,31 @@ func TestKilledPeerProcess(t *testing.T) {
 	}
 	childAddr := strings.TrimPrefix(readLine(), "addr ")
 
+	// Survivor i is rank survivors[i]; the child is childRank.
+	var survivors []int
 	var eps []*Endpoint
 	addrs := make([]string, n)
-	for r := range n - 1 {
+	for r := range n {
+		if r == childRank {
+			addrs[r] = childAddr
+			continue
+		}
 		ep, err := Listen(context.Background(), "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer ep.Close()
+		survivors = append(survivors, r)
 		eps = append(eps, ep)
 		addrs[r] = ep.Addr()
 	}
-	addrs[childRank] = childAddr
 	fmt.Fprintln(stdin, strings.Join(addrs, " "))
 
 	comms := make([]Communicator, n-1)
-	noErrors(t, each(n-1, func(r int) error {
+	noErrors(t, each(n-1, func(i int) error {
 		var err error
-		rv := Rendezvous{JobID: "kill", Generation: 1, Rank: r, WorldSize: n, Addrs: addrs}
-		comms[r], err = eps[r].Join(context.Background(), rv, opts)
+		rv := Rendezvous{JobID: "kill", Generation: 1, Rank: survivors[i], WorldSize: n, Addrs: addrs}
+		comms[i], err = eps[i].Join(context.Background(), rv, opts)
 		return err
 	}))
 	defer func() {
@@ -168,10 +180,10 @@ func TestKilledPeerProcess(t *testing.T) {
 	if took := time.Since(killedAt); took > opts.Timeout/4 {
 		t.Errorf("survivors took %v to fail (timeout %v)", took, opts.Timeout)
 	}
-	for r, err := range errs {
+	for i, err := range errs {
 		var pl *PeerLostError
 		if !errors.As(err, &pl) || pl.Peer != childRank {
-			t.Errorf("rank %d: got %v, want ErrPeerLost naming rank %d", r, err, childRank)
+			t.Errorf("rank %d: got %v, want ErrPeerLost naming rank %d", survivors[i], err, childRank)
 		}
 	}
 }
@@ -213,8 +225,8 @@ func runChildRank() {
 // returns, while slower ranks are still finishing it; those must succeed.
 func TestCloseAfterLastOperation(t *testing.T) {
 	noLeaks(t)
-	for range 5 {
-		const n = 3
+	for i := range 6 {
+		n := 3 + i%2 // the ring, and pair links
 		comms := tcpCluster(t, n, Options{})
 		noErrors(t, each(n, func(r int) error {
 			buf := make([]float32, 1<<18)
