@@ -444,9 +444,6 @@ func (l *pollLinks) sendAhead() int {
 	return l.added + sendWindow - l.sentBytes()
 }
 
-// sendWindow bounds how far an exchange's sends run ahead of its additions.
-const sendWindow = 768 << 10
-
 // reading says whether progress waits for data from rank r−1.
 func (l *pollLinks) reading() bool {
 	return l.hdrFilled < headerBytes || (l.recvReady && !l.held)

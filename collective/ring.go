@@ -75,6 +75,10 @@ var _ Communicator = (*ring)(nil)
 // 563–1055 / 9263–9572, 256 KiB 444–469 / 8611–9274, 1 MiB 419 / 8952.
 const recvPiece = 256 << 10 / 4
 
+// sendWindow bounds how far an exchange's sends run ahead of its additions
+// (pollLinks.sendAhead says why).
+const sendWindow = 768 << 10
+
 // smallAllReduceBytes bounds the bytes each rank sends in allReduceSmall,
 // (n−1)·len(buf)·4. Below it a message costs mostly latency, so fewer steps
 // win over fewer bytes.
