@@ -1,9 +1,7 @@
 package collective
 
 import (
-	"context"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"testing"
 )
@@ -46,25 +44,7 @@ func TestPairAllReduceExact(t *testing.T) {
 		c := newClusterOn(t, "tcp", n, opts)
 		for _, length := range pairLengths(n) {
 			for _, op := range []Op{OpSum, OpAverage} {
-				bufs := make([][]float32, n)
-				noErrors(t, each(n, func(r int) error {
-					bufs[r] = make([]float32, length)
-					for i := range bufs[r] {
-						bufs[r][i] = intInput(r, i)
-					}
-					return c.comms[r].AllReduce(context.Background(), bufs[r], op)
-				}))
-				for r := range n {
-					for i, got := range bufs[r] {
-						want := float32(n*(n+1)/2) * float32(i%13+1)
-						if op == OpAverage {
-							want /= float32(n)
-						}
-						if got != want {
-							t.Fatalf("n=%d len=%d %v rank %d element %d: got %v, want %v", n, length, op, r, i, got, want)
-						}
-					}
-				}
+				exactAllReduce(t, c.comms, length, op)
 			}
 		}
 		c.close()
@@ -78,35 +58,7 @@ func TestPairAllReduceBitIdentical(t *testing.T) {
 		c := newClusterOn(t, "tcp", n, testOptions())
 		for _, length := range []int{doublingMaxBytes / 4, 3*doublingMaxBytes/4 + 7} {
 			t.Run(fmt.Sprintf("n=%d/len=%d", n, length), func(t *testing.T) {
-				rng := rand.New(rand.NewPCG(uint64(n), uint64(length)))
-				inputs := make([][]float32, n)
-				bufs := make([][]float32, n)
-				for r := range n {
-					inputs[r] = make([]float32, length)
-					for i := range inputs[r] {
-						inputs[r][i] = float32(rng.NormFloat64() * math.Pow(10, float64(rng.IntN(6)-3)))
-					}
-					bufs[r] = append([]float32(nil), inputs[r]...)
-				}
-				noErrors(t, each(n, func(r int) error {
-					return c.comms[r].AllReduce(context.Background(), bufs[r], OpAverage)
-				}))
-				for i := range length {
-					var exact, scale float64
-					for r := range n {
-						exact += float64(inputs[r][i])
-						scale += math.Abs(float64(inputs[r][i]))
-					}
-					exact /= float64(n)
-					if d := math.Abs(float64(bufs[0][i]) - exact); d > 1e-6*scale {
-						t.Fatalf("element %d: got %v, float64 average %v", i, bufs[0][i], exact)
-					}
-					for r := 1; r < n; r++ {
-						if math.Float32bits(bufs[r][i]) != math.Float32bits(bufs[0][i]) {
-							t.Fatalf("element %d: rank %d has %v, rank 0 has %v", i, r, bufs[r][i], bufs[0][i])
-						}
-					}
-				}
+				randomAllReduce(t, c.comms, length, OpAverage, rand.NewPCG(uint64(n), uint64(length)))
 			})
 		}
 		c.close()

@@ -23,6 +23,32 @@ func lengths(n int) []int {
 // integer-valued inputs make every summation order exact.
 func intInput(rank, i int) float32 { return float32((rank + 1) * (i%13 + 1)) }
 
+// exactAllReduce all-reduces intInput's values, length of them, on every
+// rank of comms and fails unless every rank holds the exact sum (or average).
+func exactAllReduce(t testing.TB, comms []Communicator, length int, op Op) {
+	t.Helper()
+	n := len(comms)
+	bufs := make([][]float32, n)
+	noErrors(t, each(n, func(r int) error {
+		bufs[r] = make([]float32, length)
+		for i := range bufs[r] {
+			bufs[r][i] = intInput(r, i)
+		}
+		return comms[r].AllReduce(context.Background(), bufs[r], op)
+	}))
+	for r := range n {
+		for i, got := range bufs[r] {
+			want := float32(n*(n+1)/2) * float32(i%13+1)
+			if op == OpAverage {
+				want /= float32(n)
+			}
+			if got != want {
+				t.Fatalf("n=%d len=%d %v rank %d element %d: got %v, want %v", n, length, op, r, i, got, want)
+			}
+		}
+	}
+}
+
 func TestAllReduceExactSum(t *testing.T) {
 	noLeaks(t)
 	for _, tr := range transports {
@@ -38,71 +64,16 @@ func testAllReduceExactSum(t *testing.T, transport string, n int) {
 	for _, length := range lengths(n) {
 		for _, op := range []Op{OpSum, OpAverage} {
 			t.Run(fmt.Sprintf("%s/n=%d/len=%d/%v", transport, n, length, op), func(t *testing.T) {
-				bufs := make([][]float32, n)
-				errs := each(n, func(r int) error {
-					bufs[r] = make([]float32, length)
-					for i := range bufs[r] {
-						bufs[r][i] = intInput(r, i)
-					}
-					return c.comms[r].AllReduce(context.Background(), bufs[r], op)
-				})
-				noErrors(t, errs)
-				for r := range n {
-					for i, got := range bufs[r] {
-						sum := float32(n*(n+1)/2) * float32(i%13+1)
-						want := sum
-						if op == OpAverage {
-							want = sum / float32(n)
-						}
-						if got != want {
-							t.Fatalf("rank %d element %d: got %v, want %v", r, i, got, want)
-						}
-					}
-				}
+				exactAllReduce(t, c.comms, length, op)
 			})
 		}
-	}
-}
-
-// TestAllReduceLargeDefaultChunks runs messages of several production-size
-// chunks per segment over TCP, past the exchange's send window many times
-// over, where the window and the receive pieces interleave.
-func TestAllReduceLargeDefaultChunks(t *testing.T) {
-	noLeaks(t)
-	length := 6*sendWindow/4 + 7
-	for _, n := range []int{2, 3} {
-		opts := testOptions()
-		opts.ChunkBytes = 0 // the default, 1 MiB
-		c := newClusterOn(t, "tcp", n, opts)
-		for _, op := range []Op{OpSum, OpAverage} {
-			bufs := make([][]float32, n)
-			noErrors(t, each(n, func(r int) error {
-				bufs[r] = make([]float32, length)
-				for i := range bufs[r] {
-					bufs[r][i] = intInput(r, i)
-				}
-				return c.comms[r].AllReduce(context.Background(), bufs[r], op)
-			}))
-			for r := range n {
-				for i, got := range bufs[r] {
-					want := float32(n*(n+1)/2) * float32(i%13+1)
-					if op == OpAverage {
-						want /= float32(n)
-					}
-					if got != want {
-						t.Fatalf("n=%d %v rank %d element %d: got %v, want %v", n, op, r, i, got, want)
-					}
-				}
-			}
-		}
-		c.close()
 	}
 }
 
 func TestSendWindowHoldsAPiece(t *testing.T) {
 	// An exchange adds a piece only once its region has gone out, so the
 	// window must let more than a whole piece go out ahead of the additions
-	// (TestAllReduceLargeDefaultChunks deadlocks otherwise).
+	// (TestTCPAllReduceExact deadlocks otherwise).
 	if sendWindow <= 4*recvPiece {
 		t.Fatalf("sendWindow %d B does not exceed a receive piece (%d B)", sendWindow, 4*recvPiece)
 	}
@@ -118,10 +89,18 @@ func TestAllReduceBitIdenticalAcrossRanks(t *testing.T) {
 
 func testBitIdentical(t *testing.T, transport string, n int) {
 	c := newClusterOn(t, transport, n, testOptions())
-	length := 3*MinChunkBytes/4*n + 5
+	randomAllReduce(t, c.comms, 3*MinChunkBytes/4*n+5, OpSum, rand.NewPCG(1, uint64(n)))
+}
+
+// randomAllReduce all-reduces random floats of many magnitudes, length of
+// them, on every rank of comms and fails unless every rank holds the same
+// bits, within 1e-6 (relative to the magnitudes) of the float64 result.
+func randomAllReduce(t testing.TB, comms []Communicator, length int, op Op, src rand.Source) {
+	t.Helper()
+	n := len(comms)
+	rng := rand.New(src)
 	inputs := make([][]float32, n)
 	bufs := make([][]float32, n)
-	rng := rand.New(rand.NewPCG(1, uint64(n)))
 	for r := range n {
 		inputs[r] = make([]float32, length)
 		for i := range inputs[r] {
@@ -130,17 +109,19 @@ func testBitIdentical(t *testing.T, transport string, n int) {
 		bufs[r] = append([]float32(nil), inputs[r]...)
 	}
 	noErrors(t, each(n, func(r int) error {
-		return c.comms[r].AllReduce(context.Background(), bufs[r], OpSum)
+		return comms[r].AllReduce(context.Background(), bufs[r], op)
 	}))
 	for i := range length {
-		var exact float64
-		var scale float64
+		var exact, scale float64
 		for r := range n {
 			exact += float64(inputs[r][i])
 			scale += math.Abs(float64(inputs[r][i]))
 		}
+		if op == OpAverage {
+			exact, scale = exact/float64(n), scale/float64(n)
+		}
 		if d := math.Abs(float64(bufs[0][i]) - exact); d > 1e-6*scale {
-			t.Fatalf("element %d: got %v, float64 sum %v (diff %g)", i, bufs[0][i], exact, d)
+			t.Fatalf("element %d: got %v, float64 result %v (diff %g)", i, bufs[0][i], exact, d)
 		}
 		for r := 1; r < n; r++ {
 			if math.Float32bits(bufs[r][i]) != math.Float32bits(bufs[0][i]) {
@@ -259,21 +240,7 @@ func testAllReduceWorld64(t *testing.T, transport string) {
 	const n = 64
 	c := newClusterOn(t, transport, n, testOptions())
 	for _, length := range []int{1, n - 1, n + 1, 300, 5000} {
-		bufs := make([][]float32, n)
-		noErrors(t, each(n, func(r int) error {
-			bufs[r] = make([]float32, length)
-			for i := range bufs[r] {
-				bufs[r][i] = intInput(r, i)
-			}
-			return c.comms[r].AllReduce(context.Background(), bufs[r], OpAverage)
-		}))
-		for r := range n {
-			for i, got := range bufs[r] {
-				if want := float32(n*(n+1)/2) * float32(i%13+1) / n; got != want {
-					t.Fatalf("len %d rank %d element %d: got %v, want %v", length, r, i, got, want)
-				}
-			}
-		}
+		exactAllReduce(t, c.comms, length, OpAverage)
 	}
 }
 

@@ -39,25 +39,15 @@ func tcpCluster(t testing.TB, n int, opts Options) []Communicator {
 	return comms
 }
 
+// TestTCPAllReduceExact runs production-size chunks over TCP: messages of
+// several 1 MiB chunks, past the exchange's send window many times over.
 func TestTCPAllReduceExact(t *testing.T) {
 	noLeaks(t)
 	for _, n := range []int{2, 3, 4} {
 		comms := tcpCluster(t, n, Options{})
-		for _, length := range []int{1, n + 1, 3<<20/4 + 1} { // the last spans several 1 MiB chunks
-			bufs := make([][]float32, n)
-			noErrors(t, each(n, func(r int) error {
-				bufs[r] = make([]float32, length)
-				for i := range bufs[r] {
-					bufs[r][i] = intInput(r, i)
-				}
-				return comms[r].AllReduce(context.Background(), bufs[r], OpSum)
-			}))
-			for r := range n {
-				for i, got := range bufs[r] {
-					if want := float32(n*(n+1)/2) * float32(i%13+1); got != want {
-						t.Fatalf("n=%d len=%d rank %d element %d: got %v, want %v", n, length, r, i, got, want)
-					}
-				}
+		for _, length := range []int{1, n + 1, 3<<20/4 + 1, 6*sendWindow/4 + 7} {
+			for _, op := range []Op{OpSum, OpAverage} {
+				exactAllReduce(t, comms, length, op)
 			}
 		}
 	}
