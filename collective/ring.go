@@ -256,12 +256,17 @@ func (r *ring) AllGather(ctx context.Context, send, recv []float32) error {
 }
 
 // Barrier all-gathers one float: no rank can receive every rank's float
-// before every rank has sent it.
+// before every rank has sent it. With pair links it all-reduces one zero
+// by recursive doubling instead, which no rank finishes either before every
+// rank has sent, in log2(n) steps rather than n−1.
 func (r *ring) Barrier(ctx context.Context) error {
 	if err := r.begin(); err != nil {
 		return r.opError("barrier", err)
 	}
 	defer r.busy.Store(false)
+	if r.pairPlan(r.token[:], OpSum) {
+		return r.run(ctx, "barrier")
+	}
 	return r.allGather(ctx, r.token[:], r.barrier, "barrier")
 }
 
