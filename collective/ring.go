@@ -332,6 +332,9 @@ func (r *ring) run(ctx context.Context, name string) error {
 	if r.poll != nil {
 		err := r.runPolled(&r.plan, deadline)
 		r.plan.buf = nil // do not keep the caller's buffer alive
+		for i := range r.plan.steps {
+			r.plan.steps[i].buf = nil
+		}
 		if err != nil {
 			r.abortFor(err)
 			return r.opError(name, r.failure())
