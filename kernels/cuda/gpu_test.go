@@ -250,16 +250,7 @@ func BenchmarkGPUGemmBF16(bm *testing.B) {
 	}
 	// Device events around the timed products (METHOD.md: the host clock
 	// would also count launch gaps).
-	start, err := g.ctx.NewEvent()
-	if err != nil {
-		bm.Fatal(err)
-	}
-	defer start.Destroy()
-	stop, err := g.ctx.NewEvent()
-	if err != nil {
-		bm.Fatal(err)
-	}
-	defer stop.Destroy()
+	start, stop := timingEvents(bm, g.ctx)
 	bm.ResetTimer()
 	if err := start.Record(g.stream); err != nil {
 		bm.Fatal(err)
@@ -364,16 +355,7 @@ func BenchmarkGPUAttention(bm *testing.B) {
 		bm.Fatal(err)
 	}
 	defer unbind()
-	start, err := g.ctx.NewEvent()
-	if err != nil {
-		bm.Fatal(err)
-	}
-	defer start.Destroy()
-	stop, err := g.ctx.NewEvent()
-	if err != nil {
-		bm.Fatal(err)
-	}
-	defer stop.Destroy()
+	start, stop := timingEvents(bm, g.ctx)
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 8))
 	for _, c := range []flashCase{
 		{name: "self", B: 32, H: 16, Nq: 1024, Nk: 1024, hd: 72, packed: true},
@@ -421,4 +403,21 @@ func BenchmarkGPUAttention(bm *testing.B) {
 		}
 		b.attention = attnFused
 	}
+}
+
+// timingEvents creates a pair of device events for timing work on a
+// stream, destroyed when tb ends.
+func timingEvents(tb testing.TB, ctx *cu.Context) (start, stop *cu.Event) {
+	tb.Helper()
+	start, err := ctx.NewEvent()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = start.Destroy() })
+	stop, err = ctx.NewEvent()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = stop.Destroy() })
+	return start, stop
 }
