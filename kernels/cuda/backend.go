@@ -884,7 +884,7 @@ func (b *Backend) AttentionForward(out, lse, q, k, v, mask []float32, d kernels.
 	if o.start() {
 		if hdp := b.flashFor(d); hdp != 0 {
 			kind := flashForward
-			o.launchOptIn(kind.kernel(hdp), flashCfg(kind, d, hdp), append([]any{o.p(iout), o.p(ilse), o.p(iq), o.p(ik), o.p(iv), o.p(im)}, o.flashDims(d)...)...)
+			o.launchOptIn(kind.kernel(hdp), flashCfg(kind, d, hdp), append([]any{o.p(iout), o.p(ilse), o.p(iq), o.p(ik), o.p(iv), o.p(im)}, o.flashDims(d, 0)...)...)
 		} else {
 			o.gemmAttentionForward(o.p(iout), o.p(ilse), o.p(iq), o.p(ik), o.p(iv), o.p(im), []int{qs, ks, vs}, d)
 		}
@@ -937,13 +937,14 @@ func (b *Backend) flashFor(d kernels.AttentionDims) int {
 	return hdp
 }
 
-// flashDims are the fused kernels' trailing arguments (heads … bf16).
-func (o *op) flashDims(d kernels.AttentionDims) []any {
+// flashDims are the fused kernels' trailing arguments (heads … st); st
+// marks the tensors stored as bf16 (bit 0 O, 1 Q, 2 K, 3 V).
+func (o *op) flashDims(d kernels.AttentionDims, st int32) []any {
 	bf16 := int32(0)
 	if o.b.bf16 {
 		bf16 = 1
 	}
-	return []any{int32(d.Heads), int32(d.Nq), int32(d.Nk), int32(d.HeadDim), int32(d.QRow), int32(d.KRow), int32(d.VRow), int32(d.ORow), d.Scale, bf16}
+	return []any{int32(d.Heads), int32(d.Nq), int32(d.Nk), int32(d.HeadDim), int32(d.QRow), int32(d.KRow), int32(d.VRow), int32(d.ORow), d.Scale, bf16, st}
 }
 
 // attnPtrs are the device addresses of an attention backward's arguments
@@ -962,7 +963,7 @@ func (o *op) flashAttentionBackward(p attnPtrs, d kernels.AttentionDims, hdp int
 	rows := d.B * d.Heads * d.Nq
 	D := o.scratch32(rows)
 	o.elementwise("attn_rowdot", int64(rows), D, p.dout, p.out, int32(d.B), int32(d.Heads), int32(d.Nq), int32(d.HeadDim), int32(d.ORow))
-	dims := o.flashDims(d)
+	dims := o.flashDims(d, 0)
 	if p.dk != 0 || p.dv != 0 {
 		o.launchOptIn(flashDKDV.kernel(hdp), flashCfg(flashDKDV, d, hdp), append([]any{p.dk, p.dv, p.dout, p.q, p.k, p.v, p.mask, p.lse, D}, dims...)...)
 	}

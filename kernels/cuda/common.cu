@@ -32,3 +32,20 @@ __device__ __forceinline__ unsigned short fmt_bf16(float f) {
 
 // Grid-stride loop index over n elements.
 #define FMT_FOR(i, n) for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); i += (long long)gridDim.x * blockDim.x)
+
+// Activation storage. The mixed-precision backend keeps forward's saved
+// activations in bf16 (Backend.AllocActivations); a kernel that may read or
+// write one takes an int `st` whose bit k says that tensor k (numbered in
+// the kernel's comment) is bf16 rather than float32. The test is the same
+// for every thread of a launch, so it costs no divergence.
+__device__ __forceinline__ float fmt_ld(const void* p, long long i, int bf) {
+    return bf ? __uint_as_float((unsigned int)((const unsigned short*)p)[i] << 16) : ((const float*)p)[i];
+}
+
+__device__ __forceinline__ void fmt_st(void* p, long long i, float v, int bf) {
+    if (bf) ((unsigned short*)p)[i] = fmt_bf16(v);
+    else ((float*)p)[i] = v;
+}
+
+// FMT_BF(st, k): is tensor k of a kernel's `st` bf16?
+#define FMT_BF(st, k) (((st) >> (k)) & 1)

@@ -220,11 +220,12 @@ func emuLaunch(cfg launchCfg, body func(t *emuThread)) error {
 	return nil
 }
 
-// faArgs are the kernels' trailing arguments (heads … bf16).
+// faArgs are the kernels' trailing arguments (heads … st).
 type faArgs struct {
 	heads, nq, nk, hd, qrow, krow, vrow, orow int
 	scale                                     float32
 	bf16                                      bool
+	st                                        int // bf16 storage: bit 0 O, 1 Q, 2 K, 3 V
 }
 
 // emuFlash decodes a flash_attn_<kind>_<HDP> launch and runs its
@@ -236,9 +237,9 @@ func emuFlash(f *fakeDevice, name string, cfg launchCfg, args []any) error {
 		return fmt.Errorf("emulator: %s: %w", name, err)
 	}
 	g := func(i int) []float32 { return f.mem(args[i].(cu.DevicePtr)) }
-	tail := args[len(args)-10:]
+	tail := args[len(args)-11:]
 	i32 := func(i int) int { return int(tail[i].(int32)) }
-	a := faArgs{heads: i32(0), nq: i32(1), nk: i32(2), hd: i32(3), qrow: i32(4), krow: i32(5), vrow: i32(6), orow: i32(7), scale: tail[8].(float32), bf16: i32(9) != 0}
+	a := faArgs{heads: i32(0), nq: i32(1), nk: i32(2), hd: i32(3), qrow: i32(4), krow: i32(5), vrow: i32(6), orow: i32(7), scale: tail[8].(float32), bf16: i32(9) != 0, st: i32(10)}
 	switch name[:cut] {
 	case "flash_attn_forward":
 		O, lse, Q, K, V, mask := g(0), g(1), g(2), g(3), g(4), g(5)

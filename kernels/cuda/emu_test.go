@@ -44,6 +44,36 @@ func f64s(p cu.DevicePtr, n int) []float64 {
 	return unsafe.Slice((*float64)(*(*unsafe.Pointer)(unsafe.Pointer(&p))), n)
 }
 
+// emuTensor is an emulated kernel's view of one tensor argument: float32,
+// or bf16 when the kernel's st bit for it is set (fakeDevice.tensor).
+type emuTensor struct {
+	f []float32
+	h []uint16
+}
+
+// ld is common.cu's fmt_ld.
+func (t emuTensor) ld(i int) float32 {
+	if t.h != nil {
+		return bf16Float(t.h[i])
+	}
+	return t.f[i]
+}
+
+// st is common.cu's fmt_st.
+func (t emuTensor) st(i int, v float32) {
+	if t.h != nil {
+		t.h[i] = bf16Bits(v)
+		return
+	}
+	t.f[i] = v
+}
+
+// null reports a null pointer argument.
+func (t emuTensor) null() bool { return t.f == nil && t.h == nil }
+
+// stBit is FMT_BF: is tensor k of a kernel's st flags bf16?
+func stBit(st, k int) bool { return st>>k&1 != 0 }
+
 // bf16Bits is common.cu's fmt_bf16.
 func bf16Bits(f float32) uint16 {
 	u := math.Float32bits(f)

@@ -117,6 +117,17 @@ func (f *fakeDevice) mem(p cu.DevicePtr) []float32 {
 	return nil
 }
 
+// tensor views device memory from p to the end of its allocation as a
+// kernel's tensor argument: bf16 values when bf, else float32 (the zero
+// emuTensor for p == 0).
+func (f *fakeDevice) tensor(p cu.DevicePtr, bf bool) emuTensor {
+	m := f.mem(p)
+	if m == nil || !bf {
+		return emuTensor{f: m}
+	}
+	return emuTensor{h: u16s(p, 2*len(m))}
+}
+
 func (f *fakeDevice) gemm(g cu.GemmOp) error {
 	elem := 4
 	if g.AB == cu.R16BF {

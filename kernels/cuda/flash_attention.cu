@@ -129,7 +129,7 @@ __device__ __forceinline__ void fa_value_mm(float acc[RM][HDP / TX], const float
 // sum with shuffles.
 template <int HDP>
 __device__ void fa_forward(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask,
-                           int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
+                           int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
     constexpr int BR = FA_BR, BC = FA_BC_FWD, LD = HDP + 1, PLD = BC + 1;
     constexpr int TX = 16, TY = FA_THREADS / TX, RM = BR / TY, CM = BC / TX, DM = HDP / TX;
     float* sQ = fa_smem;
@@ -247,7 +247,7 @@ __device__ __forceinline__ void fa_bwd_tile(float p[4][4], float ds[4][4], const
 template <int HDP>
 __device__ void fa_backward_dkdv(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask,
                                  const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow,
-                                 float scale, int bf16) {
+                                 float scale, int bf16, int st) {
     constexpr int BR = FA_BR, BC = FA_BC_BWD, LD = HDP + 1, PLD = BC + 1, DM = HDP / 16;
     float* sK = fa_smem;
     float* sV = sK + BC * LD;
@@ -333,7 +333,7 @@ __device__ void fa_backward_dkdv(float* dK, float* dV, const float* dO, const fl
 template <int HDP>
 __device__ void fa_backward_dq(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask,
                                const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow,
-                               float scale, int bf16) {
+                               float scale, int bf16, int st) {
     constexpr int BR = FA_BR, BC = FA_BC_BWD, LD = HDP + 1, PLD = BC + 1, DM = HDP / 16;
     float* sQ = fa_smem;
     float* sdO = sQ + BR * LD;
@@ -388,50 +388,50 @@ __device__ void fa_backward_dq(float* dQ, const float* dO, const float* Q, const
 
 // The instantiations the host launches (flash_attn_<kind>_<HDP>), grid
 // (tiles * B * heads), block FA_THREADS, dynamic shared memory flashShared.
-extern "C" __global__ void flash_attn_forward_32(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
-    fa_forward<32>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
+extern "C" __global__ void flash_attn_forward_32(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+    fa_forward<32>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_forward_64(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
-    fa_forward<64>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
+extern "C" __global__ void flash_attn_forward_64(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+    fa_forward<64>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_forward_80(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
-    fa_forward<80>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
+extern "C" __global__ void flash_attn_forward_80(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+    fa_forward<80>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_forward_96(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
-    fa_forward<96>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
+extern "C" __global__ void flash_attn_forward_96(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+    fa_forward<96>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_forward_128(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
-    fa_forward<128>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
-}
-
-extern "C" __global__ void flash_attn_backward_dkdv_32(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
-    fa_backward_dkdv<32>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
-}
-extern "C" __global__ void flash_attn_backward_dkdv_64(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
-    fa_backward_dkdv<64>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
-}
-extern "C" __global__ void flash_attn_backward_dkdv_80(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
-    fa_backward_dkdv<80>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
-}
-extern "C" __global__ void flash_attn_backward_dkdv_96(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
-    fa_backward_dkdv<96>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
-}
-extern "C" __global__ void flash_attn_backward_dkdv_128(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
-    fa_backward_dkdv<128>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
+extern "C" __global__ void flash_attn_forward_128(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+    fa_forward<128>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
 
-extern "C" __global__ void flash_attn_backward_dq_32(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
-    fa_backward_dq<32>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
+extern "C" __global__ void flash_attn_backward_dkdv_32(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+    fa_backward_dkdv<32>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_backward_dq_64(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
-    fa_backward_dq<64>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
+extern "C" __global__ void flash_attn_backward_dkdv_64(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+    fa_backward_dkdv<64>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_backward_dq_80(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
-    fa_backward_dq<80>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
+extern "C" __global__ void flash_attn_backward_dkdv_80(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+    fa_backward_dkdv<80>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_backward_dq_96(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
-    fa_backward_dq<96>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
+extern "C" __global__ void flash_attn_backward_dkdv_96(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+    fa_backward_dkdv<96>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_backward_dq_128(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16) {
-    fa_backward_dq<128>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16);
+extern "C" __global__ void flash_attn_backward_dkdv_128(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+    fa_backward_dkdv<128>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
+}
+
+extern "C" __global__ void flash_attn_backward_dq_32(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+    fa_backward_dq<32>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
+}
+extern "C" __global__ void flash_attn_backward_dq_64(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+    fa_backward_dq<64>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
+}
+extern "C" __global__ void flash_attn_backward_dq_80(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+    fa_backward_dq<80>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
+}
+extern "C" __global__ void flash_attn_backward_dq_96(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+    fa_backward_dq<96>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
+}
+extern "C" __global__ void flash_attn_backward_dq_128(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+    fa_backward_dq<128>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }

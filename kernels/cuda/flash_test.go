@@ -38,7 +38,7 @@ func TestFlashConstantsMatchSource(t *testing.T) {
 		}
 	}
 	b, _ := newFakeBackend(t, false)
-	nargs := map[flashKind]int{flashForward: 16, flashDKDV: 19, flashDQ: 18}
+	nargs := map[flashKind]int{flashForward: 17, flashDKDV: 20, flashDQ: 19}
 	for _, kind := range flashKinds {
 		for _, hdp := range flashHeadDims {
 			if sig, ok := b.sigs[kind.kernel(hdp)]; !ok || len(sig) != nargs[kind] {
