@@ -197,15 +197,18 @@ func (h *BLASHandle) Destroy() error {
 // GemmOp describes one row-major GEMM: C[m,n] = alpha·op(A)·op(B) + beta·C
 // with op(A) [m,k] and op(B) [k,n]; A is stored [k,m] when TransA, B is
 // stored [n,k] when TransB; Lda/Ldb/Ldc are row strides in elements. A and
-// B have element type AB (R32F or R16BF); C is always R32F (fp32
-// accumulation and output). Batch > 1 uses the Stride* element strides.
+// B have element type AB (R32F or R16BF); C has type CT, and accumulation
+// is fp32. Batch > 1 uses the Stride* element strides.
 type GemmOp struct {
-	TransA, TransB            bool
-	M, N, K                   int
-	Alpha, Beta               float32
-	A, B, C                   DevicePtr
-	Lda, Ldb, Ldc             int
-	AB                        DataType
+	TransA, TransB bool
+	M, N, K        int
+	Alpha, Beta    float32
+	A, B, C        DevicePtr
+	Lda, Ldb, Ldc  int
+	AB             DataType
+	// CT is C's element type: R32F (the zero value) or, with AB R16BF,
+	// R16BF (an output rounded once from the fp32 accumulator).
+	CT                        DataType
 	Batch                     int
 	StrideA, StrideB, StrideC int64
 }
@@ -253,10 +256,10 @@ func (h *BLASHandle) Gemm(g GemmOp) error {
 	alpha, beta := g.Alpha, g.Beta
 	if g.Batch <= 1 {
 		return h.b.check("cublasGemmEx", h.b.f.cublasGemmEx(h.h, ta, tb, m, n, k, unsafe.Pointer(&alpha), a, g.AB, lda, b, g.AB, ldb,
-			unsafe.Pointer(&beta), g.C, R32F, int32(g.Ldc), compute, gemmDefault))
+			unsafe.Pointer(&beta), g.C, g.CT, int32(g.Ldc), compute, gemmDefault))
 	}
 	return h.b.check("cublasGemmStridedBatchedEx", h.b.f.cublasGemmStridedBatchedEx(h.h, ta, tb, m, n, k, unsafe.Pointer(&alpha), a, g.AB, lda, sa, b, g.AB, ldb, sb,
-		unsafe.Pointer(&beta), g.C, R32F, int32(g.Ldc), g.StrideC, int32(g.Batch), compute, gemmDefault))
+		unsafe.Pointer(&beta), g.C, g.CT, int32(g.Ldc), g.StrideC, int32(g.Batch), compute, gemmDefault))
 }
 
 // GemmPointers runs Batch GEMMs of g's shape whose operands are listed in
@@ -277,14 +280,15 @@ func (h *BLASHandle) GemmPointers(g GemmOp, ptrs DevicePtr) error {
 	aArr, bArr, cArr := ptrs+DevicePtr(8*g.Batch), ptrs, ptrs+DevicePtr(16*g.Batch)
 	alpha, beta := g.Alpha, g.Beta
 	return h.b.check("cublasGemmBatchedEx", h.b.f.cublasGemmBatchedEx(h.h, blasOp(c.TransA), blasOp(c.TransB), int32(c.M), int32(c.N), int32(c.K),
-		unsafe.Pointer(&alpha), aArr, g.AB, int32(c.Lda), bArr, g.AB, int32(c.Ldb), unsafe.Pointer(&beta), cArr, R32F, int32(g.Ldc), int32(g.Batch), compute, gemmDefault))
+		unsafe.Pointer(&alpha), aArr, g.AB, int32(c.Lda), bArr, g.AB, int32(c.Ldb), unsafe.Pointer(&beta), cArr, g.CT, int32(g.Ldc), int32(g.Batch), compute, gemmDefault))
 }
 
 // LinearBias computes out[rows,outDim] = in[rows,inDim]·W[outDim,inDim]ᵀ +
 // bias[outDim] in one cuBLASLt call with the bias epilogue (in and W of
-// type ab, out and bias fp32). It returns ErrNoAlgo when cuBLASLt has no
-// algorithm for the shape, so the caller can fall back to Gemm + a bias kernel.
-func (h *BLASHandle) LinearBias(out, in, w, bias DevicePtr, rows, inDim, outDim int, ab DataType) error {
+// type ab, out of type ct, bias fp32, accumulation fp32). It returns
+// ErrNoAlgo when cuBLASLt has no algorithm for the shape or the types, so
+// the caller can fall back to Gemm + a bias kernel.
+func (h *BLASHandle) LinearBias(out, in, w, bias DevicePtr, rows, inDim, outDim int, ab, ct DataType) error {
 	lt := &h.b.lt
 	var desc uintptr
 	if err := h.b.check("cublasLtMatmulDescCreate", lt.cublasLtMatmulDescCreate(&desc, computeType32F, R32F)); err != nil {
@@ -320,7 +324,7 @@ func (h *BLASHandle) LinearBias(out, in, w, bias DevicePtr, rows, inDim, outDim 
 		return err
 	}
 	defer lt.cublasLtMatrixLayoutDestroy(lb)
-	if err := h.b.check("cublasLtMatrixLayoutCreate", lt.cublasLtMatrixLayoutCreate(&lc, R32F, uint64(outDim), uint64(rows), int64(outDim))); err != nil {
+	if err := h.b.check("cublasLtMatrixLayoutCreate", lt.cublasLtMatrixLayoutCreate(&lc, ct, uint64(outDim), uint64(rows), int64(outDim))); err != nil {
 		return err
 	}
 	defer lt.cublasLtMatrixLayoutDestroy(lc)

@@ -166,6 +166,21 @@ type Allocator interface {
 	Alloc(n int) []float32
 }
 
+// ActivationAllocator is implemented by backends that store activations in
+// a narrower type than float32: the CUDA mixed-precision backend keeps them
+// as bf16, which halves their memory and traffic. AllocActivations returns
+// room for n activation values as a []float32 that is a handle, not memory:
+// only the backend's own ops may read or write it, its views (subslices)
+// name the same values, and the host must never touch it (a host access
+// faults). Ops take such buffers where they take activations (their
+// documentation says which; a gradient never may); an op given one where
+// it cannot take it fails with an error naming the argument. An error
+// means the backend has no such storage to give (switched off, or short of
+// device memory); callers then use Alloc or make.
+type ActivationAllocator interface {
+	AllocActivations(n int) ([]float32, error)
+}
+
 // Synchronizer is implemented by asynchronous backends: Synchronize returns
 // once every op issued so far has finished and its results are visible to
 // the host. Callers call it before reading outputs on the host.

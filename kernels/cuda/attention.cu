@@ -51,17 +51,16 @@ extern "C" __global__ void attn_softmax_recompute(float* S, const float* lse, co
 
 // attn_rowdot: D[r] = sum_c dO[s, i, h*hd + c] * O[s, i, h*hd + c] for
 // r = (s*heads + h)*Nq + i (rows of O and dO have stride orow, samples
-// Nq*orow). One thread per row.
-extern "C" __global__ void attn_rowdot(float* D, const float* dO, const float* O, int samples, int heads, int Nq, int hd, int orow) {
+// Nq*orow). One thread per row. st: 2 O.
+extern "C" __global__ void attn_rowdot(float* D, const float* dO, const void* O, int samples, int heads, int Nq, int hd, int orow, int st) {
     long long total = (long long)samples * heads * Nq;
     FMT_FOR(r, total) {
         int smp = (int)(r / ((long long)heads * Nq));
         int h = (int)((r / Nq) % heads), i = (int)(r % Nq);
         long long base = ((long long)smp * Nq + i) * orow + h * hd;
         const float* a = dO + base;
-        const float* b = O + base;
         float s = 0.0f;
-        for (int c = 0; c < hd; c++) s += a[c] * b[c];
+        for (int c = 0; c < hd; c++) s += a[c] * fmt_ld(O, base + c, FMT_BF(st, 2));
         D[r] = s;
     }
 }

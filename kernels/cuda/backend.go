@@ -91,6 +91,11 @@ type Options struct {
 	// fp32 (about as fast, without the score blocks' memory).
 	// $FMTRAIN_CUDA_ATTENTION sets it for the registry's backends.
 	Attention string
+	// FP32Activations makes the mixed-precision backend decline
+	// AllocActivations, so the model keeps its activations in float32
+	// (twice the memory; the fallback should bf16 storage misbehave).
+	// $FMTRAIN_CUDA_ACTIVATIONS=fp32 sets it for the registry's backends.
+	FP32Activations bool
 }
 
 // attnMode is the parsed Options.Attention.
@@ -115,7 +120,7 @@ func parseAttention(s string, bf16 bool) (attnMode, error) {
 // the registry's factories, which take no arguments.
 func optionsFromEnv(bf16 bool) Options {
 	o := Options{BF16: bf16, Async: os.Getenv("FMTRAIN_CUDA_ASYNC") == "1", HostMemory: os.Getenv("FMTRAIN_CUDA_MANAGED") == "0",
-		Attention: os.Getenv("FMTRAIN_CUDA_ATTENTION")}
+		Attention: os.Getenv("FMTRAIN_CUDA_ATTENTION"), FP32Activations: os.Getenv("FMTRAIN_CUDA_ACTIVATIONS") == "fp32"}
 	if v := os.Getenv("FMTRAIN_CUDA_DEVICE"); v != "" {
 		if n, err := strconv.Atoi(v); err == nil {
 			o.Ordinal = n
@@ -137,6 +142,12 @@ type Backend struct {
 	mm   managed
 	// allocs are the managed allocations by base address, freed on Close.
 	allocs map[uintptr]cu.DevicePtr
+	// stores are AllocActivations' bf16 buffers and handles their address
+	// reservations, both freed on Close.
+	stores  bf16Stores
+	handles [][]byte
+	// fp32Activations: AllocActivations declines (Options.FP32Activations).
+	fp32Activations bool
 	// async: ops return before the GPU ran them (Options.Async).
 	async bool
 	// hostMemory: Alloc hands out Go memory (Options.HostMemory).
@@ -153,6 +164,8 @@ var (
 	_ kernels.Allocator    = (*Backend)(nil)
 	_ kernels.Synchronizer = (*Backend)(nil)
 	_ kernels.Closer       = (*Backend)(nil)
+
+	_ kernels.ActivationAllocator = (*Backend)(nil)
 )
 
 // Open opens a device. It fails on a host without the CUDA driver (the
@@ -187,7 +200,7 @@ func Open(opts Options) (*Backend, error) {
 		g.close()
 		return nil, err
 	}
-	b.async, b.hostMemory, b.attention = opts.Async, opts.HostMemory, attention
+	b.async, b.hostMemory, b.attention, b.fp32Activations = opts.Async, opts.HostMemory, attention, opts.FP32Activations
 	if !g.info().ConcurrentManagedAccess && !b.hostMemory {
 		// Without concurrent managed access the host may not touch managed
 		// memory while any kernel runs (the bucket reducer would), so use
@@ -195,7 +208,8 @@ func Open(opts Options) (*Backend, error) {
 		log.Warn("cuda: the device lacks concurrent managed access; using host memory with staging")
 		b.hostMemory = true
 	}
-	log.Info("cuda backend open", "backend", b.String(), "async", b.async, "managed_memory", !b.hostMemory, "attention", [...]string{"fused", "gemm"}[b.attention])
+	log.Info("cuda backend open", "backend", b.String(), "async", b.async, "managed_memory", !b.hostMemory, "attention", [...]string{"fused", "gemm"}[b.attention],
+		"bf16_activations", b.bf16 && !b.fp32Activations)
 	return b, nil
 }
 
@@ -209,7 +223,8 @@ func newBackend(dev device, bf16 bool, log *slog.Logger) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &Backend{dev: dev, bf16: bf16, log: log, sms: max(dev.info().Multiprocessors, 1), sigs: sigs, allocs: map[uintptr]cu.DevicePtr{}}
+	b := &Backend{dev: dev, bf16: bf16, log: log, sms: max(dev.info().Multiprocessors, 1), sigs: sigs, allocs: map[uintptr]cu.DevicePtr{},
+		stores: bf16Stores{dev: map[uintptr]cu.DevicePtr{}}}
 	b.pool = newPool(dev.alloc, dev.free)
 	return b, nil
 }
@@ -282,6 +297,55 @@ func (b *Backend) allocManaged(bytes, n int) ([]float32, error) {
 	return s, nil
 }
 
+// AllocActivations implements kernels.ActivationAllocator on the
+// mixed-precision backend: room for n activations as bf16 device memory
+// behind a handle (see bf16Stores), valid until Close. It declines on
+// cuda-fp32, with Options.FP32Activations, and when the device is short of
+// memory (keeping managedReserve free, as Alloc does).
+func (b *Backend) AllocActivations(n int) ([]float32, error) {
+	switch {
+	case !b.bf16:
+		return nil, errors.New("kernels/cuda: the fp32 backend keeps activations in float32")
+	case b.fp32Activations:
+		return nil, errors.New("kernels/cuda: bf16 activation storage is switched off (FMTRAIN_CUDA_ACTIVATIONS=fp32)")
+	case b.closed:
+		return nil, errors.New("kernels/cuda: AllocActivations after Close")
+	case n <= 0:
+		return nil, nil
+	}
+	unbind, err := b.dev.bind()
+	if err != nil {
+		return nil, fmt.Errorf("kernels/cuda: AllocActivations: %w", err)
+	}
+	defer unbind()
+	bytes := (2*n + 255) &^ 255
+	free, err := b.dev.memFree()
+	if err != nil {
+		return nil, fmt.Errorf("kernels/cuda: AllocActivations: %w", err)
+	}
+	if uint64(bytes)+managedReserve > free {
+		return nil, fmt.Errorf("kernels/cuda: AllocActivations: %d bytes asked, %d free on the device (keeping %d in reserve)", bytes, free, managedReserve)
+	}
+	handle, err := reserveHandle(4 * n)
+	if err != nil {
+		return nil, fmt.Errorf("kernels/cuda: AllocActivations: %w", err)
+	}
+	p, err := b.dev.alloc(bytes)
+	if err == nil {
+		// Zeroed, so a value read before it is written is 0 on every run.
+		err = b.dev.zero(p, bytes/4)
+	}
+	if err != nil {
+		releaseHandle(handle)
+		return nil, fmt.Errorf("kernels/cuda: AllocActivations: %w", err)
+	}
+	lo := uintptr(unsafe.Pointer(unsafe.SliceData(handle)))
+	b.stores.handles.add(lo, lo+uintptr(4*n))
+	b.stores.dev[lo] = p
+	b.handles = append(b.handles, handle)
+	return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(handle))), n), nil
+}
+
 // Synchronize implements kernels.Synchronizer.
 func (b *Backend) Synchronize() error {
 	if b.err != nil {
@@ -313,6 +377,14 @@ func (b *Backend) Close() error {
 		errs = append(errs, b.dev.free(p))
 		b.mm.remove(lo)
 	}
+	for lo, p := range b.stores.dev {
+		errs = append(errs, b.dev.free(p))
+		b.stores.handles.remove(lo)
+	}
+	for _, h := range b.handles {
+		errs = append(errs, releaseHandle(h))
+	}
+	b.handles = nil
 	b.pool.trim()
 	for p := range b.pool.inUse {
 		errs = append(errs, b.dev.free(p))
@@ -345,8 +417,44 @@ func (b *Backend) begin(name string) *op {
 	return &op{b: b, name: name}
 }
 
-// arg registers the first n floats of s (nil allowed) and returns its handle.
-func (o *op) arg(s []float32, n int, write bool) int { return o.st.add(&o.b.mm, s, n, write) }
+// arg registers the first n floats of s (nil allowed), a float32 argument,
+// and returns its index.
+func (o *op) arg(s []float32, n int, write bool) int {
+	return o.st.add(&o.b.mm, &o.b.stores, s, n, write, false)
+}
+
+// act registers an activation argument: float32, or bf16 storage from
+// AllocActivations (see bf and storage).
+func (o *op) act(s []float32, n int, write bool) int {
+	return o.st.add(&o.b.mm, &o.b.stores, s, n, write, true)
+}
+
+// bf reports whether argument i is bf16 storage.
+func (o *op) bf(i int) bool { return o.st.args[i].bf16 }
+
+// storage is a kernel's st flags: bit k set when argument args[k] (an
+// index from arg or act, or -1 for a tensor that is always float32) is
+// bf16 storage.
+func (o *op) storage(args ...int) int32 {
+	var st int32
+	for k, i := range args {
+		if i >= 0 && o.bf(i) {
+			st |= 1 << k
+		}
+	}
+	return st
+}
+
+// inBF16 reports whether device address p lies in an argument that is bf16
+// storage (a GEMM operand or output there is used as bf16 as it is).
+func (o *op) inBF16(p cu.DevicePtr) bool {
+	for _, a := range o.st.args {
+		if a.bf16 && p >= a.dev && p < a.dev+cu.DevicePtr((a.hi-a.lo)/2) {
+			return true
+		}
+	}
+	return false
+}
 
 // start binds the context and stages host arguments to the device.
 func (o *op) start() bool {
@@ -356,6 +464,9 @@ func (o *op) start() bool {
 		return false
 	}
 	o.unbind = unbind
+	if i := o.st.misplacedBF16(); i >= 0 {
+		return o.failf(fmt.Errorf("argument %d of %d is bf16 activation storage (AllocActivations), which this op takes only for activations", i+1, len(o.st.args)))
+	}
 	o.st.plan()
 	for i := range o.st.regions {
 		r := &o.st.regions[i]
@@ -480,8 +591,10 @@ func gemmSpan(rows, cols, ld, batch int, stride int64) int {
 	return int(int64(max(batch, 1)-1)*stride) + (rows-1)*ld + cols
 }
 
-// gemm runs g (fp32 pointers); on the mixed-precision path A and B are
-// first rounded to bf16 copies in scratch.
+// gemm runs g (fp32 pointers, or pointers into bf16 storage); on the
+// mixed-precision path A and B are first rounded to bf16 copies in scratch
+// unless they are bf16 storage already, and a C in bf16 storage is written
+// as bf16.
 func (o *op) gemm(g cu.GemmOp) {
 	if !o.ok || g.M == 0 || g.N == 0 {
 		return
@@ -500,9 +613,12 @@ func (o *op) gemm(g cu.GemmOp) {
 		if g.TransB {
 			rowsB, colsB = g.N, g.K
 		}
-		g.A = o.toBF16(g.A, gemmSpan(rowsA, colsA, g.Lda, g.Batch, g.StrideA))
-		g.B = o.toBF16(g.B, gemmSpan(rowsB, colsB, g.Ldb, g.Batch, g.StrideB))
+		g.A = o.operand(g.A, gemmSpan(rowsA, colsA, g.Lda, g.Batch, g.StrideA))
+		g.B = o.operand(g.B, gemmSpan(rowsB, colsB, g.Ldb, g.Batch, g.StrideB))
 		g.AB = cu.R16BF
+		if o.inBF16(g.C) {
+			g.CT = cu.R16BF
+		}
 	}
 	if !o.ok {
 		return
@@ -510,6 +626,15 @@ func (o *op) gemm(g cu.GemmOp) {
 	if err := o.b.dev.gemm(g); err != nil {
 		o.failf(err)
 	}
+}
+
+// operand is the bf16 GEMM operand of n values at p: p itself when it is
+// bf16 storage, else a rounded copy (toBF16).
+func (o *op) operand(p cu.DevicePtr, n int) cu.DevicePtr {
+	if o.inBF16(p) {
+		return p
+	}
+	return o.toBF16(p, n)
 }
 
 // toBF16 rounds n floats at p into a bf16 scratch copy.
@@ -527,14 +652,15 @@ func (o *op) toBF16(p cu.DevicePtr, n int) cu.DevicePtr {
 }
 
 // colsum adds, for each of Z matrices a (+ z·R·C) [R,C], the column sums of
-// a (or of a⊙b when b != 0) into dst[z·dstStride + c].
-func (o *op) colsum(dst, a, b cu.DevicePtr, R, C, Z, dstStride int) {
+// a (or of a⊙b when b != 0) into dst[z·dstStride + c]; st is
+// colsum_partial's (bit 1 a, bit 2 b in bf16 storage).
+func (o *op) colsum(dst, a, b cu.DevicePtr, R, C, Z, dstStride int, st int32) {
 	if !o.ok || R == 0 || C == 0 || Z == 0 || dst == 0 {
 		return
 	}
 	plan := colsumCfg(R, C, Z)
 	partial := o.scratch32(plan.partialFloats)
-	o.launch("colsum_partial", plan.partial, partial, a, b, int32(R), int32(C), int32(plan.rowsPerChunk))
+	o.launch("colsum_partial", plan.partial, partial, a, b, int32(R), int32(C), int32(plan.rowsPerChunk), st)
 	o.elementwise("colsum_finalize", int64(Z)*int64(C), dst, partial, int32(plan.chunks), int32(C), int32(Z), int32(dstStride))
 }
 
@@ -583,25 +709,30 @@ func (b *Backend) GemmBatched(transA, transB bool, m, n, k int, alpha float32, a
 }
 
 // LinearForward implements kernels.Backend: one cuBLASLt call with the bias
-// epilogue on the mixed-precision path, GEMM + bias_add otherwise.
+// epilogue on the mixed-precision path, GEMM + bias_add otherwise. out and
+// in may be bf16 storage; a bf16 out is rounded once from the fp32 sum.
 func (b *Backend) LinearForward(out, in, weight, bias []float32, rows, inDim, outDim int) {
 	o := b.begin("LinearForward")
 	if o == nil || rows == 0 || outDim == 0 {
 		return
 	}
-	iout := o.arg(out, rows*outDim, true)
-	iin := o.arg(in, rows*inDim, false)
+	iout := o.act(out, rows*outDim, true)
+	iin := o.act(in, rows*inDim, false)
 	iw := o.arg(weight, outDim*inDim, false)
 	ib := o.arg(bias, outDim, false)
 	if o.start() {
 		done := false
+		ct := cu.R32F
+		if o.bf(iout) {
+			ct = cu.R16BF
+		}
 		// cuBLASLt's bias epilogue reads the bias vectorised: only with a
 		// 16-byte aligned bias (the model's usually are).
 		if b.bf16 && bias != nil && inDim > 0 && cu.Alignment(o.p(ib)) >= 16 {
-			in16 := o.toBF16(o.p(iin), rows*inDim)
+			in16 := o.operand(o.p(iin), rows*inDim)
 			w16 := o.toBF16(o.p(iw), outDim*inDim)
 			if o.ok {
-				switch err := b.dev.linearBias(o.p(iout), in16, w16, o.p(ib), rows, inDim, outDim, cu.R16BF); {
+				switch err := b.dev.linearBias(o.p(iout), in16, w16, o.p(ib), rows, inDim, outDim, cu.R16BF, ct); {
 				case err == nil:
 					done = true
 				case !errors.Is(err, cu.ErrNoAlgo):
@@ -609,7 +740,14 @@ func (b *Backend) LinearForward(out, in, weight, bias []float32, rows, inDim, ou
 				}
 			}
 		}
-		if !done {
+		switch {
+		case done:
+		case o.bf(iout):
+			// The sum in fp32 scratch, then bias and one rounding.
+			c := o.scratch32(rows * outDim)
+			o.gemm(cu.GemmOp{TransB: true, M: rows, N: outDim, K: inDim, Alpha: 1, A: o.p(iin), Lda: inDim, B: o.p(iw), Ldb: inDim, C: c, Ldc: outDim})
+			o.elementwise("bias_store", int64(rows)*int64(outDim), o.p(iout), c, o.p(ib), int64(rows), int32(outDim), o.storage(iout))
+		default:
 			o.gemm(cu.GemmOp{TransB: true, M: rows, N: outDim, K: inDim, Alpha: 1, A: o.p(iin), Lda: inDim, B: o.p(iw), Ldb: inDim, C: o.p(iout), Ldc: outDim})
 			if bias != nil {
 				o.elementwise("bias_add", int64(rows)*int64(outDim), o.p(iout), o.p(ib), int64(rows), int32(outDim))
@@ -619,7 +757,7 @@ func (b *Backend) LinearForward(out, in, weight, bias []float32, rows, inDim, ou
 	o.end()
 }
 
-// LinearBackward implements kernels.Backend.
+// LinearBackward implements kernels.Backend; in may be bf16 storage.
 func (b *Backend) LinearBackward(din, dweight, dbias, dout, in, weight []float32, rows, inDim, outDim int) {
 	o := b.begin("LinearBackward")
 	if o == nil || rows == 0 {
@@ -629,42 +767,43 @@ func (b *Backend) LinearBackward(din, dweight, dbias, dout, in, weight []float32
 	idw := o.arg(dweight, outDim*inDim, true)
 	idb := o.arg(dbias, outDim, true)
 	idout := o.arg(dout, rows*outDim, false)
-	iin := o.arg(in, rows*inDim, false)
+	iin := o.act(in, rows*inDim, false)
 	iw := o.arg(weight, outDim*inDim, false)
 	if o.start() {
 		if din != nil {
 			o.gemm(cu.GemmOp{M: rows, N: inDim, K: outDim, Alpha: 1, Beta: 1, A: o.p(idout), Lda: outDim, B: o.p(iw), Ldb: inDim, C: o.p(idin), Ldc: inDim})
 		}
 		o.gemm(cu.GemmOp{TransA: true, M: outDim, N: inDim, K: rows, Alpha: 1, Beta: 1, A: o.p(idout), Lda: outDim, B: o.p(iin), Ldb: inDim, C: o.p(idw), Ldc: inDim})
-		o.colsum(o.p(idb), o.p(idout), 0, rows, outDim, 1, outDim)
+		o.colsum(o.p(idb), o.p(idout), 0, rows, outDim, 1, outDim, 0)
 	}
 	o.end()
 }
 
-// LayerNormForward implements kernels.Backend.
+// LayerNormForward implements kernels.Backend; out may be bf16 storage.
 func (b *Backend) LayerNormForward(out, mean, rstd, in []float32, rows, cols int) {
 	o := b.begin("LayerNormForward")
 	if o == nil || rows == 0 {
 		return
 	}
-	iout, imean, irstd := o.arg(out, rows*cols, true), o.arg(mean, rows, true), o.arg(rstd, rows, true)
+	iout, imean, irstd := o.act(out, rows*cols, true), o.arg(mean, rows, true), o.arg(rstd, rows, true)
 	iin := o.arg(in, rows*cols, false)
 	if o.start() {
-		o.launch("layernorm_forward", warpPerRowCfg(rows), o.p(iout), o.p(imean), o.p(irstd), o.p(iin), int32(rows), int32(cols))
+		o.launch("layernorm_forward", warpPerRowCfg(rows), o.p(iout), o.p(imean), o.p(irstd), o.p(iin), int32(rows), int32(cols), o.storage(iout))
 	}
 	o.end()
 }
 
-// LayerNormBackward implements kernels.Backend.
+// LayerNormBackward implements kernels.Backend; out (forward's) may be
+// bf16 storage.
 func (b *Backend) LayerNormBackward(din, dout, out, rstd []float32, rows, cols int) {
 	o := b.begin("LayerNormBackward")
 	if o == nil || rows == 0 {
 		return
 	}
 	idin, idout := o.arg(din, rows*cols, true), o.arg(dout, rows*cols, false)
-	iout, irstd := o.arg(out, rows*cols, false), o.arg(rstd, rows, false)
+	iout, irstd := o.act(out, rows*cols, false), o.arg(rstd, rows, false)
 	if o.start() {
-		o.launch("layernorm_backward", warpPerRowCfg(rows), o.p(idin), o.p(idout), o.p(iout), o.p(irstd), int32(rows), int32(cols))
+		o.launch("layernorm_backward", warpPerRowCfg(rows), o.p(idin), o.p(idout), o.p(iout), o.p(irstd), int32(rows), int32(cols), o.storage(-1, -1, iout))
 	}
 	o.end()
 }
@@ -672,21 +811,21 @@ func (b *Backend) LayerNormBackward(din, dout, out, rstd []float32, rows, cols i
 // modSpan is the floats a [B, stride] modulation chunk of width D spans.
 func modSpan(B, D, stride int) int { return (B-1)*stride + D }
 
-// ModulateForward implements kernels.Backend.
+// ModulateForward implements kernels.Backend; out and in may be bf16 storage.
 func (b *Backend) ModulateForward(out, in, shift, scale []float32, B, N, D, modStride int) {
 	o := b.begin("ModulateForward")
 	if o == nil || B*N*D == 0 {
 		return
 	}
-	iout, iin := o.arg(out, B*N*D, true), o.arg(in, B*N*D, false)
+	iout, iin := o.act(out, B*N*D, true), o.act(in, B*N*D, false)
 	ish, isc := o.arg(shift, modSpan(B, D, modStride), false), o.arg(scale, modSpan(B, D, modStride), false)
 	if o.start() {
-		o.elementwise("modulate_forward", int64(B*N*D), o.p(iout), o.p(iin), o.p(ish), o.p(isc), int32(B), int32(N), int32(D), int32(modStride))
+		o.elementwise("modulate_forward", int64(B*N*D), o.p(iout), o.p(iin), o.p(ish), o.p(isc), int32(B), int32(N), int32(D), int32(modStride), o.storage(iout, iin))
 	}
 	o.end()
 }
 
-// ModulateBackward implements kernels.Backend.
+// ModulateBackward implements kernels.Backend; in may be bf16 storage.
 func (b *Backend) ModulateBackward(din, dshift, dscale, dout, in, scale []float32, B, N, D, modStride int) {
 	o := b.begin("ModulateBackward")
 	if o == nil || B*N*D == 0 {
@@ -694,57 +833,58 @@ func (b *Backend) ModulateBackward(din, dshift, dscale, dout, in, scale []float3
 	}
 	idin := o.arg(din, B*N*D, true)
 	idsh, idsc := o.arg(dshift, modSpan(B, D, modStride), true), o.arg(dscale, modSpan(B, D, modStride), true)
-	idout, iin := o.arg(dout, B*N*D, false), o.arg(in, B*N*D, false)
+	idout, iin := o.arg(dout, B*N*D, false), o.act(in, B*N*D, false)
 	isc := o.arg(scale, modSpan(B, D, modStride), false)
 	if o.start() {
 		if din != nil {
 			o.elementwise("modulate_backward_input", int64(B*N*D), o.p(idin), o.p(idout), o.p(isc), int32(B), int32(N), int32(D), int32(modStride))
 		}
-		o.colsum(o.p(idsh), o.p(idout), 0, N, D, B, modStride)
-		o.colsum(o.p(idsc), o.p(idout), o.p(iin), N, D, B, modStride)
+		o.colsum(o.p(idsh), o.p(idout), 0, N, D, B, modStride, 0)
+		o.colsum(o.p(idsc), o.p(idout), o.p(iin), N, D, B, modStride, o.storage(-1, -1, iin))
 	}
 	o.end()
 }
 
-// GatedResidualForward implements kernels.Backend.
+// GatedResidualForward implements kernels.Backend; y may be bf16 storage.
 func (b *Backend) GatedResidualForward(h, y, gate []float32, B, N, D, gateStride int) {
 	o := b.begin("GatedResidualForward")
 	if o == nil || B*N*D == 0 {
 		return
 	}
-	ih, iy, ig := o.arg(h, B*N*D, true), o.arg(y, B*N*D, false), o.arg(gate, modSpan(B, D, gateStride), false)
+	ih, iy, ig := o.arg(h, B*N*D, true), o.act(y, B*N*D, false), o.arg(gate, modSpan(B, D, gateStride), false)
 	if o.start() {
-		o.elementwise("gated_residual_forward", int64(B*N*D), o.p(ih), o.p(iy), o.p(ig), int32(B), int32(N), int32(D), int32(gateStride))
+		o.elementwise("gated_residual_forward", int64(B*N*D), o.p(ih), o.p(iy), o.p(ig), int32(B), int32(N), int32(D), int32(gateStride), o.storage(-1, iy))
 	}
 	o.end()
 }
 
-// GatedResidualBackward implements kernels.Backend.
+// GatedResidualBackward implements kernels.Backend; y may be bf16 storage.
 func (b *Backend) GatedResidualBackward(dy, dgate, dh, y, gate []float32, B, N, D, gateStride int) {
 	o := b.begin("GatedResidualBackward")
 	if o == nil || B*N*D == 0 {
 		return
 	}
 	idy, idg := o.arg(dy, B*N*D, true), o.arg(dgate, modSpan(B, D, gateStride), true)
-	idh, iy, ig := o.arg(dh, B*N*D, false), o.arg(y, B*N*D, false), o.arg(gate, modSpan(B, D, gateStride), false)
+	idh, iy, ig := o.arg(dh, B*N*D, false), o.act(y, B*N*D, false), o.arg(gate, modSpan(B, D, gateStride), false)
 	if o.start() {
 		if dy != nil {
 			o.elementwise("gated_residual_backward_input", int64(B*N*D), o.p(idy), o.p(idh), o.p(ig), int32(B), int32(N), int32(D), int32(gateStride))
 		}
-		o.colsum(o.p(idg), o.p(idh), o.p(iy), N, D, B, gateStride)
+		o.colsum(o.p(idg), o.p(idh), o.p(iy), N, D, B, gateStride, o.storage(-1, -1, iy))
 	}
 	o.end()
 }
 
-// ResidualForward implements kernels.Backend.
+// ResidualForward implements kernels.Backend; out, in1 and in2 may be bf16
+// storage.
 func (b *Backend) ResidualForward(out, in1, in2 []float32, n int) {
 	o := b.begin("ResidualForward")
 	if o == nil || n == 0 {
 		return
 	}
-	iout, i1, i2 := o.arg(out, n, true), o.arg(in1, n, false), o.arg(in2, n, false)
+	iout, i1, i2 := o.act(out, n, true), o.act(in1, n, false), o.act(in2, n, false)
 	if o.start() {
-		o.elementwise("residual_forward", int64(n), o.p(iout), o.p(i1), o.p(i2), int64(n))
+		o.elementwise("residual_forward", int64(n), o.p(iout), o.p(i1), o.p(i2), int64(n), o.storage(iout, i1, i2))
 	}
 	o.end()
 }
@@ -766,41 +906,44 @@ func (b *Backend) ResidualBackward(din1, din2, dout []float32, n int) {
 	o.end()
 }
 
-// unary runs a forward (out, in) or backward (din, dout, in) elementwise op.
+// unary runs a forward (out, in: activations, which may be bf16 storage)
+// or backward (din, dout: float32 gradients; in: an activation) elementwise
+// op; the kernel takes st after n.
 func (b *Backend) unary(kernel string, n int, write []float32, reads ...[]float32) {
 	o := b.begin(kernel)
 	if o == nil || n == 0 {
 		return
 	}
-	args := []any{}
-	iw := o.arg(write, n, true)
-	var ir []int
-	for _, r := range reads {
-		ir = append(ir, o.arg(r, n, false))
+	backward := len(reads) == 2
+	var idx []int
+	if backward {
+		idx = []int{o.arg(write, n, true), o.arg(reads[0], n, false), o.act(reads[1], n, false)}
+	} else {
+		idx = []int{o.act(write, n, true), o.act(reads[0], n, false)}
 	}
 	if o.start() {
-		args = append(args, o.p(iw))
-		for _, i := range ir {
+		var args []any
+		for _, i := range idx {
 			args = append(args, o.p(i))
 		}
-		args = append(args, int64(n))
+		args = append(args, int64(n), o.storage(idx...))
 		o.elementwise(kernel, int64(n), args...)
 	}
 	o.end()
 }
 
-// GELUForward implements kernels.Backend.
+// GELUForward implements kernels.Backend; out and in may be bf16 storage.
 func (b *Backend) GELUForward(out, in []float32, n int) { b.unary("gelu_forward", n, out, in) }
 
-// GELUBackward implements kernels.Backend.
+// GELUBackward implements kernels.Backend; in may be bf16 storage.
 func (b *Backend) GELUBackward(din, dout, in []float32, n int) {
 	b.unary("gelu_backward", n, din, dout, in)
 }
 
-// SiLUForward implements kernels.Backend.
+// SiLUForward implements kernels.Backend; out and in may be bf16 storage.
 func (b *Backend) SiLUForward(out, in []float32, n int) { b.unary("silu_forward", n, out, in) }
 
-// SiLUBackward implements kernels.Backend.
+// SiLUBackward implements kernels.Backend; in may be bf16 storage.
 func (b *Backend) SiLUBackward(din, dout, in []float32, n int) {
 	b.unary("silu_backward", n, din, dout, in)
 }
@@ -848,9 +991,9 @@ func (o *op) gemmPointers(g cu.GemmOp, addr func(i int) (a, b, c cu.DevicePtr)) 
 	}
 }
 
-// operands returns the GEMM operand copies of fp32 tensors p (n floats
-// each): the tensors themselves on the fp32 path, bf16 copies in scratch
-// on the mixed-precision path, with their element size and type.
+// operands returns the GEMM operands of tensors p (n values each): the
+// tensors themselves on the fp32 path, bf16 ones on the mixed-precision
+// path (see operand), with their element size and type.
 func (o *op) operands(p []cu.DevicePtr, n []int) ([]cu.DevicePtr, int, cu.DataType) {
 	if !o.b.bf16 {
 		return p, 4, cu.R32F
@@ -858,10 +1001,18 @@ func (o *op) operands(p []cu.DevicePtr, n []int) ([]cu.DevicePtr, int, cu.DataTy
 	out := make([]cu.DevicePtr, len(p))
 	for i := range p {
 		if p[i] != 0 {
-			out[i] = o.toBF16(p[i], n[i])
+			out[i] = o.operand(p[i], n[i])
 		}
 	}
 	return out, 2, cu.R16BF
+}
+
+// elemSize is the bytes per value of the tensor at p: 2 in bf16 storage.
+func (o *op) elemSize(p cu.DevicePtr) int {
+	if o.inBF16(p) {
+		return 2
+	}
+	return 4
 }
 
 // at offsets a device pointer by n elements of elem bytes.
@@ -871,20 +1022,20 @@ func at(p cu.DevicePtr, n, elem int) cu.DevicePtr {
 
 // AttentionForward implements kernels.Backend: the fused kernel
 // (flash_attention.cu) where it applies (see flashFor), else the cuBLAS
-// path of gemmAttentionForward.
+// path of gemmAttentionForward. out, q, k and v may be bf16 storage.
 func (b *Backend) AttentionForward(out, lse, q, k, v, mask []float32, d kernels.AttentionDims) {
 	o := b.begin("AttentionForward")
 	if o == nil || d.B*d.Heads*d.Nq == 0 {
 		return
 	}
 	qs, ks, vs, ospan := attnSpan(d, d.Nq, d.QRow), attnSpan(d, d.Nk, d.KRow), attnSpan(d, d.Nk, d.VRow), attnSpan(d, d.Nq, d.ORow)
-	iout, ilse := o.arg(out, ospan, true), o.arg(lse, d.B*d.Heads*d.Nq, true)
-	iq, ik, iv := o.arg(q, qs, false), o.arg(k, ks, false), o.arg(v, vs, false)
+	iout, ilse := o.act(out, ospan, true), o.arg(lse, d.B*d.Heads*d.Nq, true)
+	iq, ik, iv := o.act(q, qs, false), o.act(k, ks, false), o.act(v, vs, false)
 	im := o.arg(mask, d.B*d.Nk, false)
 	if o.start() {
 		if hdp := b.flashFor(d); hdp != 0 {
 			kind := flashForward
-			o.launchOptIn(kind.kernel(hdp), flashCfg(kind, d, hdp), append([]any{o.p(iout), o.p(ilse), o.p(iq), o.p(ik), o.p(iv), o.p(im)}, o.flashDims(d, 0)...)...)
+			o.launchOptIn(kind.kernel(hdp), flashCfg(kind, d, hdp), append([]any{o.p(iout), o.p(ilse), o.p(iq), o.p(ik), o.p(iv), o.p(im)}, o.flashDims(d, o.storage(iout, iq, ik, iv))...)...)
 		} else {
 			o.gemmAttentionForward(o.p(iout), o.p(ilse), o.p(iq), o.p(ik), o.p(iv), o.p(im), []int{qs, ks, vs}, d)
 		}
@@ -895,7 +1046,7 @@ func (b *Backend) AttentionForward(out, lse, q, k, v, mask []float32, d kernels.
 // AttentionBackward implements kernels.Backend, recomputing P from Q, K and
 // the saved log-sum-exp (no [Nq, Nk] tensor is kept between passes): the
 // fused kernels where they apply (see flashFor), else the cuBLAS path of
-// gemmAttentionBackward.
+// gemmAttentionBackward. q, k, v and out may be bf16 storage.
 func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, mask, out, lse []float32, d kernels.AttentionDims) {
 	o := b.begin("AttentionBackward")
 	if o == nil || d.B*d.Heads*d.Nq == 0 {
@@ -903,11 +1054,12 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, mask, out, lse []
 	}
 	qs, ks, vs, ospan := attnSpan(d, d.Nq, d.QRow), attnSpan(d, d.Nk, d.KRow), attnSpan(d, d.Nk, d.VRow), attnSpan(d, d.Nq, d.ORow)
 	idq, idk, idv := o.arg(dq, qs, true), o.arg(dk, ks, true), o.arg(dv, vs, true)
-	idout, iout := o.arg(dout, ospan, false), o.arg(out, ospan, false)
-	iq, ik, iv := o.arg(q, qs, false), o.arg(k, ks, false), o.arg(v, vs, false)
+	idout, iout := o.arg(dout, ospan, false), o.act(out, ospan, false)
+	iq, ik, iv := o.act(q, qs, false), o.act(k, ks, false), o.act(v, vs, false)
 	im, ilse := o.arg(mask, d.B*d.Nk, false), o.arg(lse, d.B*d.Heads*d.Nq, false)
 	if o.start() {
-		p := attnPtrs{dq: o.p(idq), dk: o.p(idk), dv: o.p(idv), dout: o.p(idout), out: o.p(iout), q: o.p(iq), k: o.p(ik), v: o.p(iv), mask: o.p(im), lse: o.p(ilse)}
+		p := attnPtrs{dq: o.p(idq), dk: o.p(idk), dv: o.p(idv), dout: o.p(idout), out: o.p(iout), q: o.p(iq), k: o.p(ik), v: o.p(iv), mask: o.p(im), lse: o.p(ilse),
+			st: o.storage(iout, iq, ik, iv)}
 		if hdp := b.flashFor(d); hdp != 0 {
 			o.flashAttentionBackward(p, d, hdp)
 		} else {
@@ -916,6 +1068,9 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, mask, out, lse []
 	}
 	o.end()
 }
+
+// rowdotStorage is attn_rowdot's st (bit 2 O) from an attnPtrs.st.
+func rowdotStorage(st int32) int32 { return (st & 1) << 2 }
 
 // flashFor returns the padded head dim of the fused kernels serving d, or 0
 // when the cuBLAS path does: with Options.Attention "gemm"
@@ -951,6 +1106,7 @@ func (o *op) flashDims(d kernels.AttentionDims, st int32) []any {
 // (0 for a nil gradient or mask).
 type attnPtrs struct {
 	dq, dk, dv, dout, out, q, k, v, mask, lse cu.DevicePtr
+	st                                        int32 // bf16 storage: bit 0 out, 1 q, 2 k, 3 v
 }
 
 // flashAttentionBackward: D = rowsum(dO∘O) in fp32 (attn_rowdot), then
@@ -962,8 +1118,8 @@ func (o *op) flashAttentionBackward(p attnPtrs, d kernels.AttentionDims, hdp int
 	}
 	rows := d.B * d.Heads * d.Nq
 	D := o.scratch32(rows)
-	o.elementwise("attn_rowdot", int64(rows), D, p.dout, p.out, int32(d.B), int32(d.Heads), int32(d.Nq), int32(d.HeadDim), int32(d.ORow))
-	dims := o.flashDims(d, 0)
+	o.elementwise("attn_rowdot", int64(rows), D, p.dout, p.out, int32(d.B), int32(d.Heads), int32(d.Nq), int32(d.HeadDim), int32(d.ORow), rowdotStorage(p.st))
+	dims := o.flashDims(d, p.st&^1)
 	if p.dk != 0 || p.dv != 0 {
 		o.launchOptIn(flashDKDV.kernel(hdp), flashCfg(flashDKDV, d, hdp), append([]any{p.dk, p.dv, p.dout, p.q, p.k, p.v, p.mask, p.lse, D}, dims...)...)
 	}
@@ -981,6 +1137,10 @@ func (o *op) gemmAttentionForward(out, lse, q, k, v, mask cu.DevicePtr, spans []
 	ops, elem, ab := o.operands([]cu.DevicePtr{q, k, v}, spans)
 	Q, K, V := ops[0], ops[1], ops[2]
 	hd, H, block, rps := d.HeadDim, d.Heads, d.Nq*d.Nk, d.Heads*d.Nq
+	oelem, ct := o.elemSize(out), cu.R32F
+	if oelem == 2 {
+		ct = cu.R16BF
+	}
 	chunk := attnChunk(d, 4+2)
 	S := o.scratch32(chunk * H * block)
 	P := S
@@ -998,10 +1158,10 @@ func (o *op) gemmAttentionForward(out, lse, q, k, v, mask cu.DevicePtr, spans []
 		if b.bf16 {
 			o.elementwise("cast_bf16", int64(n*H*block), P, S, int64(n*H*block))
 		}
-		o.gemmPointers(cu.GemmOp{M: d.Nq, N: hd, K: d.Nk, Alpha: 1, Lda: d.Nk, Ldb: d.VRow, Ldc: d.ORow, Batch: n * H, AB: ab},
+		o.gemmPointers(cu.GemmOp{M: d.Nq, N: hd, K: d.Nk, Alpha: 1, Lda: d.Nk, Ldb: d.VRow, Ldc: d.ORow, Batch: n * H, AB: ab, CT: ct},
 			func(i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
 				s, h := s0+i/H, i%H
-				return at(P, i*block, elem), at(V, s*d.Nk*d.VRow+h*hd, elem), off(out, s*d.Nq*d.ORow+h*hd)
+				return at(P, i*block, elem), at(V, s*d.Nk*d.VRow+h*hd, elem), at(out, s*d.Nq*d.ORow+h*hd, oelem)
 			})
 	}
 }
@@ -1050,7 +1210,7 @@ func (o *op) gemmAttentionBackward(p attnPtrs, spans []int, d kernels.AttentionD
 			func(s, h, i int) (cu.DevicePtr, cu.DevicePtr, cu.DevicePtr) {
 				return do16(s, h), v16(s, h), at(dP, i*block, 4)
 			})
-		o.elementwise("attn_rowdot", int64(n*rps), D, off(p.dout, s0*d.Nq*d.ORow), off(p.out, s0*d.Nq*d.ORow), int32(n), int32(H), int32(d.Nq), int32(hd), int32(d.ORow))
+		o.elementwise("attn_rowdot", int64(n*rps), D, off(p.dout, s0*d.Nq*d.ORow), at(p.out, s0*d.Nq*d.ORow, o.elemSize(p.out)), int32(n), int32(H), int32(d.Nq), int32(hd), int32(d.ORow), rowdotStorage(p.st))
 		o.elementwise("attn_softmax_backward", int64(n*H*block), dP, P, D, int32(n*rps), int32(d.Nk), d.Scale)
 		if b.bf16 {
 			o.elementwise("cast_bf16", int64(n*H*block), dS16, dP, int64(n*H*block))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -140,8 +141,8 @@ func newFakeBackend(t *testing.T, bf16 bool) (*Backend, *fakeDevice) {
 }
 
 // runAllOps calls every Backend op once with c's shapes (batch B), taking
-// buffers from alloc.
-func runAllOps(b *Backend, c benchConfig, B int, alloc func(int) []float32) {
+// buffers from alloc, and activations (the model's saved tensors) from act.
+func runAllOps(b *Backend, c benchConfig, B int, alloc, act func(int) []float32) {
 	N, D, M, S := c.tokens(), c.D, c.mlp*c.D, c.S
 	rows := B * N
 	hd := D / c.heads
@@ -154,7 +155,7 @@ func runAllOps(b *Backend, c benchConfig, B int, alloc func(int) []float32) {
 	b.UnpatchifyForward(x, patches, pd)
 	b.UnpatchifyBackward(dpatches, dx, pd)
 
-	h, dh, a, da := alloc(rows*D), alloc(rows*D), alloc(rows*D), alloc(rows*D)
+	h, dh, a, da := alloc(rows*D), alloc(rows*D), act(rows*D), alloc(rows*D)
 	mean, rstd := alloc(rows), alloc(rows)
 	b.LayerNormForward(a, mean, rstd, h, rows, D)
 	b.LayerNormBackward(dh, da, a, rstd, rows, D)
@@ -168,15 +169,15 @@ func runAllOps(b *Backend, c benchConfig, B int, alloc func(int) []float32) {
 	b.ResidualBackward(nil, da, dh, rows*D)
 
 	w, dw, bias, dbias := alloc(3*D*D), alloc(3*D*D), alloc(3*D), alloc(3*D)
-	qkv, dqkv := alloc(rows*3*D), alloc(rows*3*D)
+	qkv, dqkv := act(rows*3*D), alloc(rows*3*D)
 	b.LinearForward(qkv, a, w, bias, rows, D, 3*D)
 	b.LinearForward(qkv, a, w, nil, rows, D, 3*D)
 	b.LinearBackward(da, dw, dbias, dqkv, a, w, rows, D, 3*D)
 	b.LinearBackward(nil, dw, nil, dqkv, a, w, rows, D, 3*D)
 
-	out, dout, lse := alloc(rows*D), alloc(rows*D), alloc(B*c.heads*N)
+	out, dout, lse := act(rows*D), alloc(rows*D), alloc(B*c.heads*N)
 	self := kernels.AttentionDims{B: B, Heads: c.heads, Nq: N, Nk: N, HeadDim: hd, QRow: 3 * D, KRow: 3 * D, VRow: 3 * D, ORow: D, Scale: float32(1 / math.Sqrt(float64(hd)))}
-	q, dq, kv, dkv, mask := alloc(rows*D), alloc(rows*D), alloc(B*S*2*D), alloc(B*S*2*D), alloc(B*S)
+	q, dq, kv, dkv, mask := act(rows*D), alloc(rows*D), act(B*S*2*D), alloc(B*S*2*D), alloc(B*S)
 	cross := kernels.AttentionDims{B: B, Heads: c.heads, Nq: N, Nk: S, HeadDim: hd, QRow: D, KRow: 2 * D, VRow: 2 * D, ORow: D, Scale: self.Scale}
 	// The config's attention on both implementations, then the fused
 	// kernels at every padded head dim (one head of that width).
@@ -198,12 +199,14 @@ func runAllOps(b *Backend, c benchConfig, B int, alloc func(int) []float32) {
 		b.AttentionBackward(dq, dkv[0:], dkv[D:], dout, q, kv[0:], kv[D:], mask, out, lse, one)
 	}
 
-	u, du := alloc(rows*M), alloc(rows*M)
+	u, du := act(rows*M), alloc(rows*M)
 	b.GELUForward(u, u, rows*M)
 	b.GELUBackward(du, du, u, rows*M)
 	b.SiLUForward(mod, mod, B*6*D)
 	b.SiLUBackward(dmod, dmod, mod, B*6*D)
 
+	// The GEMMs and the loss take float32 only.
+	a, qkv, u, out = alloc(rows*D), alloc(rows*3*D), alloc(rows*M), alloc(rows*D)
 	b.Gemm(false, true, rows, 3*D, D, 1, a, D, w, D, 0, qkv, 3*D)
 	b.Gemm(true, false, D, D, rows, 1, a, D, h, D, 1, dw, D)
 	b.Gemm(false, false, 5, 4, 0, 1, nil, 1, nil, 4, 0.5, qkv, 4)
@@ -224,11 +227,12 @@ func runAllOps(b *Backend, c benchConfig, B int, alloc func(int) []float32) {
 // real backend code on the fake device: each launch's kernel must exist
 // with matching argument kinds and a valid shape, every pointer and GEMM
 // extent must stay inside its allocation, and together the ops must use
-// every kernel of the program.
+// every kernel of the program. On the mixed-precision backend the
+// activations come from managed memory, host memory, or bf16 storage.
 func TestEveryOpOnFakeDevice(t *testing.T) {
 	for _, c := range benchConfigs {
 		for _, bf16 := range []bool{false, true} {
-			for _, managedMem := range []bool{true, false} {
+			for _, mem := range []string{"managed", "host", "store"} {
 				B := 2
 				if c.name == "bench-L" {
 					B = 1
@@ -237,33 +241,51 @@ func TestEveryOpOnFakeDevice(t *testing.T) {
 				if bf16 {
 					name += "/bf16"
 				}
-				if !managedMem {
-					name += "/host"
-					if c.name == "bench-L" {
-						continue // staging logic is shape-independent; spare the memory
-					}
+				switch {
+				case mem == "store" && !bf16:
+					continue // bf16 storage is the mixed-precision backend's
+				case mem == "host" && c.name == "bench-L":
+					continue // staging logic is shape-independent; spare the memory
+				case mem != "managed":
+					name += "/" + mem
 				}
+				managedMem := mem != "host"
 				t.Run(name, func(t *testing.T) {
 					b, f := newFakeBackend(t, bf16)
 					alloc := b.Alloc
 					if !managedMem {
 						alloc = func(n int) []float32 { return make([]float32, n) }
 					}
-					runAllOps(b, c, B, alloc)
+					act := alloc
+					if mem == "store" {
+						act = func(n int) []float32 {
+							s, err := b.AllocActivations(n)
+							if err != nil {
+								t.Fatal(err)
+							}
+							return s
+						}
+					}
+					runAllOps(b, c, B, alloc, act)
 					if err := b.Synchronize(); err != nil {
 						t.Fatal(err)
 					}
-					// fp32 never rounds to bf16; bf16 adds biases in cuBLASLt's epilogue.
-					skip := map[bool]string{false: "cast_bf16", true: "bias_add"}[bf16]
+					// fp32 never rounds to bf16; bf16 adds biases in cuBLASLt's
+					// epilogue; only a bias-less linear layer into bf16 storage
+					// (its GEMM into scratch) uses bias_store.
+					skip := map[bool][]string{false: {"cast_bf16", "bias_store"}, true: {"bias_add", "bias_store"}}[bf16]
+					if mem == "store" {
+						skip = skip[:1]
+					}
 					var all []string
 					for k := range b.sigs {
-						if k != skip {
+						if !slices.Contains(skip, k) {
 							all = append(all, k)
 						}
 					}
 					sort.Strings(all)
 					if got := f.kernelsLaunched(); strings.Join(got, " ") != strings.Join(all, " ") {
-						t.Errorf("ops launched kernels\n%v\nwant (the program's, less %s)\n%v", got, skip, all)
+						t.Errorf("ops launched kernels\n%v\nwant (the program's, less %v)\n%v", got, skip, all)
 					}
 					// Besides the attention GEMMs' pointer arrays, only the MSE and
 					// SumSquares results cross with managed buffers.
@@ -285,8 +307,8 @@ func TestEveryOpOnFakeDevice(t *testing.T) {
 					if err := b.Close(); err != nil {
 						t.Fatal(err)
 					}
-					if len(f.blocks) != 0 || len(f.managed) != 0 {
-						t.Errorf("Close leaked %d device blocks and %d managed allocations", len(f.blocks), len(f.managed))
+					if len(f.blocks) != 0 || len(f.managed) != 0 || len(b.handles) != 0 {
+						t.Errorf("Close leaked %d device blocks, %d managed allocations and %d handles", len(f.blocks), len(f.managed), len(b.handles))
 					}
 				})
 			}
@@ -320,7 +342,7 @@ func TestLaunchArgumentChecks(t *testing.T) {
 	b, _ := newFakeBackend(t, false)
 	o := b.begin("test")
 	o.start()
-	o.launch("gelu_forward", elementwiseCfg(10, 1), cu.DevicePtr(0), cu.DevicePtr(0), int32(10)) // n is long long
+	o.launch("gelu_forward", elementwiseCfg(10, 1), cu.DevicePtr(0), cu.DevicePtr(0), int32(10), int32(0)) // n is long long
 	o.end()
 	if b.err == nil || !strings.Contains(b.err.Error(), "argument 2 is int32, the kernel takes long long") {
 		t.Errorf("wrong argument kind: %v", b.err)

@@ -116,7 +116,7 @@ func TestProgramSourceAndSignatures(t *testing.T) {
 	}
 	want := map[string][]argKind{
 		"adamw":          {argPtr, argPtr, argPtr, argPtr, argInt64, argFloat, argFloat, argFloat, argFloat, argFloat, argFloat, argFloat, argFloat},
-		"colsum_partial": {argPtr, argPtr, argPtr, argInt, argInt, argInt},
+		"colsum_partial": {argPtr, argPtr, argPtr, argInt, argInt, argInt, argInt},
 		"cast_bf16":      {argPtr, argPtr, argInt64},
 	}
 	for name, w := range want {

@@ -21,7 +21,7 @@ type device interface {
 	gemmPointers(g cu.GemmOp, ptrs cu.DevicePtr) error
 	// linearBias is out = in·Wᵀ + bias in one cuBLASLt call; cu.ErrNoAlgo
 	// means "use gemm + bias_add".
-	linearBias(out, in, w, bias cu.DevicePtr, rows, inDim, outDim int, ab cu.DataType) error
+	linearBias(out, in, w, bias cu.DevicePtr, rows, inDim, outDim int, ab, ct cu.DataType) error
 	alloc(bytes int) (cu.DevicePtr, error)
 	// zero clears n floats at p (cuMemsetD32Async).
 	zero(p cu.DevicePtr, n int) error
@@ -164,8 +164,8 @@ func (g *gpu) gemmPointers(op cu.GemmOp, ptrs cu.DevicePtr) error {
 	return g.blas.GemmPointers(op, ptrs)
 }
 
-func (g *gpu) linearBias(out, in, w, bias cu.DevicePtr, rows, inDim, outDim int, ab cu.DataType) error {
-	return g.blas.LinearBias(out, in, w, bias, rows, inDim, outDim, ab)
+func (g *gpu) linearBias(out, in, w, bias cu.DevicePtr, rows, inDim, outDim int, ab, ct cu.DataType) error {
+	return g.blas.LinearBias(out, in, w, bias, rows, inDim, outDim, ab, ct)
 }
 
 func (g *gpu) alloc(bytes int) (cu.DevicePtr, error)        { return g.ctx.MemAlloc(bytes) }

@@ -11,9 +11,16 @@ extern "C" __global__ void accumulate(float* dst, const float* src, long long n)
     FMT_FOR(i, n) dst[i] += src[i];
 }
 
-// residual_forward: out = a + b (out may alias a).
-extern "C" __global__ void residual_forward(float* out, const float* a, const float* b, long long n) {
-    FMT_FOR(i, n) out[i] = a[i] + b[i];
+// residual_forward: out = a + b (out may alias a). st: 0 out, 1 a, 2 b.
+extern "C" __global__ void residual_forward(void* out, const void* a, const void* b, long long n, int st) {
+    FMT_FOR(i, n) fmt_st(out, i, fmt_ld(a, i, FMT_BF(st, 1)) + fmt_ld(b, i, FMT_BF(st, 2)), FMT_BF(st, 0));
+}
+
+// bias_store: out[r, c] = c[r, c] + bias[c] (bias may be null) for out
+// [rows, cols]: a linear layer's GEMM result, computed in fp32 scratch,
+// rounded once into its bf16 output. st: 0 out.
+extern "C" __global__ void bias_store(void* out, const float* c, const float* bias, long long rows, int cols, int st) {
+    FMT_FOR(i, rows * cols) fmt_st(out, i, c[i] + (bias ? bias[i % cols] : 0.0f), FMT_BF(st, 0));
 }
 
 // bias_add: out[r, c] += bias[c] for out [rows, cols].
@@ -24,16 +31,18 @@ extern "C" __global__ void bias_add(float* out, const float* bias, long long row
 // GELU, tanh form: 0.5x(1+tanh(sqrt(2/pi)(x+0.044715x^3))).
 #define FMT_GELU_C 0.7978845608028654f
 
-extern "C" __global__ void gelu_forward(float* out, const float* in, long long n) {
+// The activations' forward kernels take st: 0 out, 1 in; their backward
+// kernels st: 2 in (din and dout are gradients, always float32).
+extern "C" __global__ void gelu_forward(void* out, const void* in, long long n, int st) {
     FMT_FOR(i, n) {
-        float x = in[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(FMT_GELU_C * (x + 0.044715f * x * x * x)));
+        float x = fmt_ld(in, i, FMT_BF(st, 1));
+        fmt_st(out, i, 0.5f * x * (1.0f + tanhf(FMT_GELU_C * (x + 0.044715f * x * x * x))), FMT_BF(st, 0));
     }
 }
 
-extern "C" __global__ void gelu_backward(float* din, const float* dout, const float* in, long long n) {
+extern "C" __global__ void gelu_backward(float* din, const float* dout, const void* in, long long n, int st) {
     FMT_FOR(i, n) {
-        float x = in[i];
+        float x = fmt_ld(in, i, FMT_BF(st, 2));
         float t = tanhf(FMT_GELU_C * (x + 0.044715f * x * x * x));
         float du = FMT_GELU_C * (1.0f + 3.0f * 0.044715f * x * x);
         din[i] += dout[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
@@ -41,28 +50,29 @@ extern "C" __global__ void gelu_backward(float* din, const float* dout, const fl
 }
 
 // SiLU: x*sigmoid(x).
-extern "C" __global__ void silu_forward(float* out, const float* in, long long n) {
+extern "C" __global__ void silu_forward(void* out, const void* in, long long n, int st) {
     FMT_FOR(i, n) {
-        float x = in[i];
-        out[i] = x / (1.0f + expf(-x));
+        float x = fmt_ld(in, i, FMT_BF(st, 1));
+        fmt_st(out, i, x / (1.0f + expf(-x)), FMT_BF(st, 0));
     }
 }
 
-extern "C" __global__ void silu_backward(float* din, const float* dout, const float* in, long long n) {
+extern "C" __global__ void silu_backward(float* din, const float* dout, const void* in, long long n, int st) {
     FMT_FOR(i, n) {
-        float x = in[i];
+        float x = fmt_ld(in, i, FMT_BF(st, 2));
         float s = 1.0f / (1.0f + expf(-x));
         din[i] += dout[i] * s * (1.0f + x * (1.0f - s));
     }
 }
 
 // modulate_forward: out[b,n,j] = in[b,n,j]*(1+scale[b*ms+j]) + shift[b*ms+j], in [B,N,D].
-extern "C" __global__ void modulate_forward(float* out, const float* in, const float* shift, const float* scale, int B, int N, int D, int ms) {
+// st: 0 out, 1 in.
+extern "C" __global__ void modulate_forward(void* out, const void* in, const float* shift, const float* scale, int B, int N, int D, int ms, int st) {
     long long total = (long long)B * N * D;
     FMT_FOR(i, total) {
         int j = (int)(i % D);
         int b = (int)(i / ((long long)N * D));
-        out[i] = in[i] * (1.0f + scale[(long long)b * ms + j]) + shift[(long long)b * ms + j];
+        fmt_st(out, i, fmt_ld(in, i, FMT_BF(st, 1)) * (1.0f + scale[(long long)b * ms + j]) + shift[(long long)b * ms + j], FMT_BF(st, 0));
     }
 }
 
@@ -76,13 +86,13 @@ extern "C" __global__ void modulate_backward_input(float* din, const float* dout
     }
 }
 
-// gated_residual_forward: h[b,n,j] += gate[b*gs+j]*y[b,n,j].
-extern "C" __global__ void gated_residual_forward(float* h, const float* y, const float* gate, int B, int N, int D, int gs) {
+// gated_residual_forward: h[b,n,j] += gate[b*gs+j]*y[b,n,j]. st: 1 y.
+extern "C" __global__ void gated_residual_forward(float* h, const void* y, const float* gate, int B, int N, int D, int gs, int st) {
     long long total = (long long)B * N * D;
     FMT_FOR(i, total) {
         int j = (int)(i % D);
         int b = (int)(i / ((long long)N * D));
-        h[i] += gate[(long long)b * gs + j] * y[i];
+        h[i] += gate[(long long)b * gs + j] * fmt_ld(y, i, FMT_BF(st, 1));
     }
 }
 

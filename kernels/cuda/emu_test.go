@@ -87,7 +87,12 @@ func bf16Bits(f float32) uint16 {
 func bf16Float(b uint16) float32 { return math.Float32frombits(uint32(b) << 16) }
 
 // emuGemm is cublasGemmEx / cublasGemmStridedBatchedEx after Cublas().
-func emuGemm(g cu.GemmOp) {
+func emuGemm(g cu.GemmOp) { emuGemmBias(g, nil) }
+
+// emuGemmBias is emuGemm with cuBLASLt's bias epilogue: bias[j] (of the
+// row-major output's column j) added to the fp32 result before C is
+// written (rounded once when C is bf16).
+func emuGemmBias(g cu.GemmOp, bias []float32) {
 	cm := g.Cublas()
 	m, n, k, lda, ldb := cm.M, cm.N, cm.K, cm.Lda, cm.Ldb
 	elem := 4
@@ -116,19 +121,30 @@ func emuGemm(g cu.GemmOp) {
 	for bi := 0; bi < max(g.Batch, 1); bi++ {
 		A := operand(cm.A+cu.DevicePtr(int64(bi)*cm.StrideA*int64(elem)), cm.TransA, m, k, lda)
 		B := operand(cm.B+cu.DevicePtr(int64(bi)*cm.StrideB*int64(elem)), cm.TransB, k, n, ldb)
-		C := f32s(g.C+cu.DevicePtr(int64(bi)*g.StrideC*4), g.Ldc*(n-1)+m)
+		celem := 4
+		if g.CT == cu.R16BF {
+			celem = 2
+		}
+		C := emuTensor{}
+		if cp := g.C + cu.DevicePtr(int64(bi)*g.StrideC*int64(celem)); celem == 2 {
+			C.h = u16s(cp, g.Ldc*(n-1)+m)
+		} else {
+			C.f = f32s(cp, g.Ldc*(n-1)+m)
+		}
 		for j := 0; j < n; j++ {
 			for i := 0; i < m; i++ {
 				var s float64
 				for l := 0; l < k; l++ {
 					s += float64(A(i, l)) * float64(B(l, j))
 				}
-				c := &C[i+j*g.Ldc]
-				if g.Beta == 0 {
-					*c = g.Alpha * float32(s)
-				} else {
-					*c = g.Alpha*float32(s) + g.Beta**c
+				v := g.Alpha * float32(s)
+				if g.Beta != 0 {
+					v += g.Beta * C.ld(i+j*g.Ldc)
 				}
+				if bias != nil {
+					v += bias[i] // column-major C's rows are the output's columns
+				}
+				C.st(i+j*g.Ldc, v)
 			}
 		}
 	}
@@ -159,10 +175,20 @@ func emuKernel(f *fakeDevice, name string, cfg launchCfg, args []any) error {
 			dst[i] += src[i]
 		}
 	case "residual_forward":
-		n := i64(3)
-		out, a, b := f32s(p(0), n), f32s(p(1), n), f32s(p(2), n)
+		n, st := i64(3), i32(4)
+		out, a, b := f.tensor(p(0), stBit(st, 0)), f.tensor(p(1), stBit(st, 1)), f.tensor(p(2), stBit(st, 2))
 		for i := range n {
-			out[i] = a[i] + b[i]
+			out.st(i, a.ld(i)+b.ld(i))
+		}
+	case "bias_store":
+		rows, cols := i64(3), i32(4)
+		out, c, bias := f.tensor(p(0), stBit(i32(5), 0)), f32s(p(1), rows*cols), f32s(p(2), cols)
+		for i := range rows * cols {
+			v := c[i]
+			if bias != nil {
+				v += bias[i%cols]
+			}
+			out.st(i, v)
 		}
 	case "bias_add":
 		rows, cols := i64(2), i32(3)
@@ -171,58 +197,59 @@ func emuKernel(f *fakeDevice, name string, cfg launchCfg, args []any) error {
 			out[i] += bias[i%cols]
 		}
 	case "gelu_forward", "gelu_backward", "silu_forward", "silu_backward":
+		// Forward (out, in, n, st); backward (din, dout, in, n, st).
 		backward := name == "gelu_backward" || name == "silu_backward"
-		var n int
+		nin := 1
 		if backward {
-			n = i64(3)
-		} else {
-			n = i64(2)
+			nin = 2
 		}
-		out := f32s(p(0), n)
-		var dout, in []float32
+		n, st := i64(nin+1), i32(nin+2)
+		out, in := f.tensor(p(0), stBit(st, 0)), f.tensor(p(nin), stBit(st, nin))
+		var dout []float32
 		if backward {
-			dout, in = f32s(p(1), n), f32s(p(2), n)
-		} else {
-			in = f32s(p(1), n)
+			dout = f32s(p(1), n)
 		}
 		for i := range n {
-			x := in[i]
+			x := in.ld(i)
 			switch name {
 			case "gelu_forward":
-				out[i] = 0.5 * x * (1 + float32(math.Tanh(float64(0.7978845608028654*(x+0.044715*x*x*x)))))
+				out.st(i, 0.5*x*(1+float32(math.Tanh(float64(0.7978845608028654*(x+0.044715*x*x*x))))))
 			case "gelu_backward":
 				t := float32(math.Tanh(float64(0.7978845608028654 * (x + 0.044715*x*x*x))))
 				du := 0.7978845608028654 * (1 + 3*0.044715*x*x)
-				out[i] += dout[i] * (0.5*(1+t) + 0.5*x*(1-t*t)*du)
+				out.f[i] += dout[i] * (0.5*(1+t) + 0.5*x*(1-t*t)*du)
 			case "silu_forward":
-				out[i] = x / (1 + float32(math.Exp(float64(-x))))
+				out.st(i, x/(1+float32(math.Exp(float64(-x)))))
 			case "silu_backward":
 				s := 1 / (1 + float32(math.Exp(float64(-x))))
-				out[i] += dout[i] * s * (1 + x*(1-s))
+				out.f[i] += dout[i] * s * (1 + x*(1-s))
 			}
 		}
 	case "modulate_forward", "modulate_backward_input", "gated_residual_forward", "gated_residual_backward_input":
-		// (out, a, [b,] vec..., B, N, D, stride)
-		nargs := len(args)
+		// (out, a, [b,] vec..., B, N, D, stride[, st])
+		nargs, st := len(args), 0
+		if name == "modulate_forward" || name == "gated_residual_forward" {
+			nargs, st = nargs-1, i32(nargs-1)
+		}
 		B, N, D, ms := i32(nargs-4), i32(nargs-3), i32(nargs-2), i32(nargs-1)
 		total := B * N * D
 		vecLen := (B-1)*ms + D
-		out := f32s(p(0), total)
+		out := f.tensor(p(0), stBit(st, 0))
 		for i := range total {
 			j, b := i%D, i/(N*D)
 			switch name {
 			case "modulate_forward":
-				in, shift, scale := f32s(p(1), total), f32s(p(2), vecLen), f32s(p(3), vecLen)
-				out[i] = in[i]*(1+scale[b*ms+j]) + shift[b*ms+j]
+				in, shift, scale := f.tensor(p(1), stBit(st, 1)), f32s(p(2), vecLen), f32s(p(3), vecLen)
+				out.st(i, in.ld(i)*(1+scale[b*ms+j])+shift[b*ms+j])
 			case "modulate_backward_input":
 				dout, scale := f32s(p(1), total), f32s(p(2), vecLen)
-				out[i] += dout[i] * (1 + scale[b*ms+j])
+				out.f[i] += dout[i] * (1 + scale[b*ms+j])
 			case "gated_residual_forward":
-				y, gate := f32s(p(1), total), f32s(p(2), vecLen)
-				out[i] += gate[b*ms+j] * y[i]
+				y, gate := f.tensor(p(1), stBit(st, 1)), f32s(p(2), vecLen)
+				out.f[i] += gate[b*ms+j] * y.ld(i)
 			case "gated_residual_backward_input":
 				dh, gate := f32s(p(1), total), f32s(p(2), vecLen)
-				out[i] += dh[i] * gate[b*ms+j]
+				out.f[i] += dh[i] * gate[b*ms+j]
 			}
 		}
 	case "mse_backward":
@@ -261,20 +288,20 @@ func emuKernel(f *fakeDevice, name string, cfg launchCfg, args []any) error {
 			d[i] *= fl(1)
 		}
 	case "colsum_partial":
-		R, C, per := i32(3), i32(4), i32(5)
+		R, C, per, st := i32(3), i32(4), i32(5), i32(6)
 		chunks, Z := cfg.grid.Y, cfg.grid.Z
 		partial := f32s(p(0), Z*chunks*C)
-		a := f32s(p(1), Z*R*C)
-		b := f32s(p(2), Z*R*C)
+		a := f.tensor(p(1), stBit(st, 1))
+		b := f.tensor(p(2), stBit(st, 2))
 		for z := range Z {
 			for y := range chunks {
 				for c := range C {
 					// Thread ty sums rows r0+ty, r0+ty+8, …; then the 8 are added in order.
 					var lanes [8]float32
 					for r := y * per; r < min(R, y*per+per); r++ {
-						v := a[(z*R+r)*C+c]
-						if b != nil {
-							v *= b[(z*R+r)*C+c]
+						v := a.ld((z*R+r)*C + c)
+						if !b.null() {
+							v *= b.ld((z*R+r)*C + c)
 						}
 						lanes[(r-y*per)%8] += v
 					}
@@ -300,7 +327,7 @@ func emuKernel(f *fakeDevice, name string, cfg launchCfg, args []any) error {
 		}
 	case "layernorm_forward":
 		rows, cols := i32(4), i32(5)
-		out, mean, rstd, in := f32s(p(0), rows*cols), f32s(p(1), rows), f32s(p(2), rows), f32s(p(3), rows*cols)
+		out, mean, rstd, in := f.tensor(p(0), stBit(i32(6), 0)), f32s(p(1), rows), f32s(p(2), rows), f32s(p(3), rows*cols)
 		for r := range rows {
 			x := in[r*cols : (r+1)*cols]
 			var s float32
@@ -314,23 +341,23 @@ func emuKernel(f *fakeDevice, name string, cfg launchCfg, args []any) error {
 			}
 			rs := 1 / float32(math.Sqrt(float64(vs/float32(cols)+1e-6)))
 			for j, v := range x {
-				out[r*cols+j] = (v - m) * rs
+				out.st(r*cols+j, (v-m)*rs)
 			}
 			mean[r], rstd[r] = m, rs
 		}
 	case "layernorm_backward":
 		rows, cols := i32(4), i32(5)
-		din, dout, xhat, rstd := f32s(p(0), rows*cols), f32s(p(1), rows*cols), f32s(p(2), rows*cols), f32s(p(3), rows)
+		din, dout, xhat, rstd := f32s(p(0), rows*cols), f32s(p(1), rows*cols), f.tensor(p(2), stBit(i32(6), 2)), f32s(p(3), rows)
 		for r := range rows {
 			var a, b float32
 			for j := range cols {
 				a += dout[r*cols+j]
-				b += dout[r*cols+j] * xhat[r*cols+j]
+				b += dout[r*cols+j] * xhat.ld(r*cols+j)
 			}
 			a /= float32(cols)
 			b /= float32(cols)
 			for j := range cols {
-				din[r*cols+j] += rstd[r] * (dout[r*cols+j] - a - xhat[r*cols+j]*b)
+				din[r*cols+j] += rstd[r] * (dout[r*cols+j] - a - xhat.ld(r*cols+j)*b)
 			}
 		}
 	case "mse_partial":
@@ -418,13 +445,13 @@ func emuKernel(f *fakeDevice, name string, cfg launchCfg, args []any) error {
 		samples, heads, nq, hd, orow := i32(3), i32(4), i32(5), i32(6), i32(7)
 		D := f32s(p(0), samples*heads*nq)
 		span := (samples*nq-1)*orow + heads*hd
-		dO, O := f32s(p(1), span), f32s(p(2), span)
+		dO, O := f32s(p(1), span), f.tensor(p(2), stBit(i32(8), 2))
 		for r := range samples * heads * nq {
 			sm, h, i := r/(heads*nq), (r/nq)%heads, r%nq
 			base := (sm*nq+i)*orow + h*hd
 			var s float32
 			for c := range hd {
-				s += dO[base+c] * O[base+c]
+				s += dO[base+c] * O.ld(base+c)
 			}
 			D[r] = s
 		}

@@ -151,7 +151,7 @@ func (f *fakeDevice) gemm(g cu.GemmOp) error {
 	}{
 		{"A", g.A, rowsA, colsA, g.Lda, g.StrideA, elem},
 		{"B", g.B, rowsB, colsB, g.Ldb, g.StrideB, elem},
-		{"C", g.C, g.M, g.N, g.Ldc, g.StrideC, 4},
+		{"C", g.C, g.M, g.N, g.Ldc, g.StrideC, map[cu.DataType]int{cu.R32F: 4, cu.R16BF: 2}[g.CT]},
 	} {
 		if o.ld < o.cols {
 			f.t.Errorf("gemm %s: leading dimension %d < %d columns (%+v)", o.name, o.ld, o.cols, g)
@@ -188,21 +188,19 @@ func (f *fakeDevice) gemmPointers(g cu.GemmOp, ptrs cu.DevicePtr) error {
 	return nil
 }
 
-func (f *fakeDevice) linearBias(out, in, w, bias cu.DevicePtr, rows, inDim, outDim int, ab cu.DataType) error {
+func (f *fakeDevice) linearBias(out, in, w, bias cu.DevicePtr, rows, inDim, outDim int, ab, ct cu.DataType) error {
 	if f.noLtAlgo {
 		return cu.ErrNoAlgo
 	}
-	if !f.inside(out, rows*outDim*4) || !f.inside(in, rows*inDim*2) || !f.inside(w, outDim*inDim*2) || !f.inside(bias, outDim*4) {
+	outElem := map[cu.DataType]int{cu.R32F: 4, cu.R16BF: 2}[ct]
+	if !f.inside(out, rows*outDim*outElem) || !f.inside(in, rows*inDim*2) || !f.inside(w, outDim*inDim*2) || !f.inside(bias, outDim*4) {
 		f.t.Errorf("linearBias operands overflow their allocations")
 	}
-	g := cu.GemmOp{TransB: true, M: rows, N: outDim, K: inDim, Alpha: 1, A: in, B: w, C: out, Lda: inDim, Ldb: inDim, Ldc: outDim, AB: ab}
+	g := cu.GemmOp{TransB: true, M: rows, N: outDim, K: inDim, Alpha: 1, A: in, B: w, C: out, Lda: inDim, Ldb: inDim, Ldc: outDim, AB: ab, CT: ct}
 	f.gemms = append(f.gemms, g)
 	if f.emulate {
-		emuGemm(g)
-		o, b := f32s(out, rows*outDim), f32s(bias, outDim)
-		for i := range o {
-			o[i] += b[i%outDim]
-		}
+		// The epilogue adds the bias to the fp32 sum and rounds once.
+		emuGemmBias(g, f32s(bias, outDim))
 	}
 	return nil
 }

@@ -118,10 +118,38 @@ func (m *managed) remove(lo uintptr) bool {
 	return true
 }
 
+// find returns the range holding all of [lo, hi), if one does.
+func (m *managed) find(lo, hi uintptr) (span, bool) {
+	i := sort.Search(len(m.ranges), func(i int) bool { return m.ranges[i].lo > lo }) - 1
+	if i >= 0 && hi <= m.ranges[i].hi {
+		return m.ranges[i], true
+	}
+	return span{}, false
+}
+
 // contains reports whether [lo, hi) lies inside one managed allocation.
 func (m *managed) contains(lo, hi uintptr) bool {
-	i := sort.Search(len(m.ranges), func(i int) bool { return m.ranges[i].lo > lo }) - 1
-	return i >= 0 && hi <= m.ranges[i].hi
+	_, ok := m.find(lo, hi)
+	return ok
+}
+
+// bf16Stores are the activation buffers of AllocActivations. Each is a
+// handle, a reservation of address space with no access (4 bytes per
+// value, so Go slices and their offsets work unchanged and a host access
+// faults), and bf16 device memory: the value at handle byte offset 4i
+// lives at device byte offset 2i.
+type bf16Stores struct {
+	handles managed
+	dev     map[uintptr]cu.DevicePtr // handle base -> device base
+}
+
+// resolve returns the device address of the handle range [lo, hi).
+func (s *bf16Stores) resolve(lo, hi uintptr) (cu.DevicePtr, bool) {
+	r, ok := s.handles.find(lo, hi)
+	if !ok {
+		return 0, false
+	}
+	return s.dev[r.lo] + cu.DevicePtr((lo-r.lo)/2), true
 }
 
 // stager resolves an op's slice arguments to device addresses. Slices in
@@ -140,7 +168,11 @@ type stageArg struct {
 	lo, hi  uintptr        // host byte range used (hi == lo for nil/empty)
 	write   bool
 	managed bool
-	region  int // index into regions when staged
+	// bf16: a handle of bf16 activation storage at device address dev
+	// (never staged); activation: the op may take one here.
+	bf16, activation bool
+	dev              cu.DevicePtr
+	region           int // index into regions when staged
 }
 
 type stageRegion struct {
@@ -161,22 +193,36 @@ func sliceRange(s []float32, n int) (uintptr, uintptr) {
 }
 
 // add registers an argument using the first n floats of s, written by the
-// op when write is true; it returns the argument's index.
-func (st *stager) add(m *managed, s []float32, n int, write bool) int {
+// op when write is true; activation says the op may take bf16 storage
+// there. It returns the argument's index.
+func (st *stager) add(m *managed, stores *bf16Stores, s []float32, n int, write, activation bool) int {
 	lo, hi := sliceRange(s, n)
-	var p unsafe.Pointer
+	a := stageArg{lo: lo, hi: hi, write: write, activation: activation, region: -1}
 	if lo != hi {
-		p = unsafe.Pointer(&s[0])
+		a.p = unsafe.Pointer(&s[0])
+		a.dev, a.bf16 = stores.resolve(lo, hi)
+		a.managed = !a.bf16 && m.contains(lo, hi)
 	}
-	st.args = append(st.args, stageArg{p: p, lo: lo, hi: hi, write: write, managed: lo != hi && m.contains(lo, hi), region: -1})
+	st.args = append(st.args, a)
 	return len(st.args) - 1
+}
+
+// misplacedBF16 returns the first argument holding bf16 storage where the
+// op takes only float32, or -1.
+func (st *stager) misplacedBF16() int {
+	for i, a := range st.args {
+		if a.bf16 && !a.activation {
+			return i
+		}
+	}
+	return -1
 }
 
 // plan merges the staged arguments' ranges into disjoint regions.
 func (st *stager) plan() {
 	var idx []int
 	for i, a := range st.args {
-		if a.lo != a.hi && !a.managed {
+		if a.lo != a.hi && !a.managed && !a.bf16 {
 			idx = append(idx, i)
 		}
 	}
@@ -201,6 +247,8 @@ func (st *stager) ptr(i int) cu.DevicePtr {
 	switch {
 	case a.lo == a.hi:
 		return 0
+	case a.bf16:
+		return a.dev
 	case a.managed:
 		return cu.DevicePtr(a.lo)
 	}

@@ -92,12 +92,13 @@ func TestStagerMergesAliasedViews(t *testing.T) {
 	m.add(lo, hi)
 
 	var st stager
-	iq := st.add(&m, qkv[0:], 90, false)
-	ik := st.add(&m, qkv[10:], 90, false)
-	idq := st.add(&m, dqkv[0:], 90, true)
-	idk := st.add(&m, dqkv[10:], 90, true)
-	iman := st.add(&m, dev[5:], 10, true)
-	inil := st.add(&m, nil, 10, true)
+	var none bf16Stores
+	iq := st.add(&m, &none, qkv[0:], 90, false, true)
+	ik := st.add(&m, &none, qkv[10:], 90, false, true)
+	idq := st.add(&m, &none, dqkv[0:], 90, true, false)
+	idk := st.add(&m, &none, dqkv[10:], 90, true, false)
+	iman := st.add(&m, &none, dev[5:], 10, true, false)
+	inil := st.add(&m, &none, nil, 10, true, false)
 	st.plan()
 	if len(st.regions) != 2 {
 		t.Fatalf("%d regions, want 2 (one per host buffer): %+v", len(st.regions), st.regions)
@@ -140,5 +141,42 @@ func TestDevicePointer(t *testing.T) {
 	}
 	if _, ok := b.DevicePointer(nil); ok {
 		t.Error("nil slice reported as device memory")
+	}
+}
+
+// TestStagerBF16Storage: views of a bf16 store's handle resolve to device
+// addresses at 2 bytes per value, are never staged, and are refused where
+// an op takes only float32.
+func TestStagerBF16Storage(t *testing.T) {
+	var m managed
+	handle := make([]float32, 64) // stands in for the reserved range
+	lo, hi := sliceRange(handle, len(handle))
+	stores := bf16Stores{dev: map[uintptr]cu.DevicePtr{lo: 1 << 40}}
+	stores.handles.add(lo, hi)
+
+	var st stager
+	ia := st.add(&m, &stores, handle[10:], 20, true, true)
+	ib := st.add(&m, &stores, handle[33:], 31, false, true)
+	ihost := st.add(&m, &stores, make([]float32, 8), 8, false, false)
+	if i := st.misplacedBF16(); i != -1 {
+		t.Errorf("misplacedBF16 = %d with bf16 only where activations go", i)
+	}
+	st.plan()
+	if len(st.regions) != 1 {
+		t.Errorf("%d staged regions, want 1 (only the host slice)", len(st.regions))
+	}
+	if !st.args[ia].bf16 || !st.args[ib].bf16 || st.args[ihost].bf16 {
+		t.Errorf("bf16 flags %v %v %v, want true true false", st.args[ia].bf16, st.args[ib].bf16, st.args[ihost].bf16)
+	}
+	if st.ptr(ia) != 1<<40+20 || st.ptr(ib) != 1<<40+66 {
+		t.Errorf("device addresses %#x %#x, want base+20 and base+66", st.ptr(ia), st.ptr(ib))
+	}
+	// Past the handle's end is not storage.
+	if _, ok := stores.resolve(lo+4, hi+4); ok {
+		t.Error("a range past the handle resolved")
+	}
+	st.add(&m, &stores, handle[:4], 4, true, false)
+	if i := st.misplacedBF16(); i != 3 {
+		t.Errorf("misplacedBF16 = %d, want 3 (a handle given as a float32 argument)", i)
 	}
 }

@@ -6,7 +6,8 @@
 // colsum_partial: for each matrix z (a + z*R*C, [R,C]) and column c,
 // partial[(z*chunks + y)*C + c] = sum over rows r of chunk y of a[r,c]*b[r,c]
 // (b may be null: a alone). Block (32, 8), grid (ceil(C/32), chunks, Z).
-extern "C" __global__ void colsum_partial(float* partial, const float* a, const float* b, int R, int C, int rowsPerChunk) {
+// st: 1 a, 2 b.
+extern "C" __global__ void colsum_partial(float* partial, const void* a, const void* b, int R, int C, int rowsPerChunk, int st) {
     __shared__ float sh[8][33];
     int c = blockIdx.x * 32 + threadIdx.x;
     int y = blockIdx.y, z = blockIdx.z, chunks = gridDim.y;
@@ -14,11 +15,10 @@ extern "C" __global__ void colsum_partial(float* partial, const float* a, const 
     int r1 = min(R, r0 + rowsPerChunk);
     float s = 0.0f;
     if (c < C) {
-        const float* A = a + (long long)z * R * C;
-        const float* Bm = b ? b + (long long)z * R * C : 0;
+        long long base = (long long)z * R * C;
         for (int r = r0 + (int)threadIdx.y; r < r1; r += blockDim.y) {
-            float v = A[(long long)r * C + c];
-            if (Bm) v *= Bm[(long long)r * C + c];
+            float v = fmt_ld(a, base + (long long)r * C + c, FMT_BF(st, 1));
+            if (b) v *= fmt_ld(b, base + (long long)r * C + c, FMT_BF(st, 2));
             s += v;
         }
     }
@@ -44,7 +44,8 @@ extern "C" __global__ void colsum_finalize(float* dst, const float* partial, int
 
 // layernorm_forward: one warp per row (block 128 = 4 rows), no affine,
 // eps 1e-6, biased variance, two passes over the row for accuracy.
-extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rstd, const float* in, int rows, int cols) {
+// st: 0 out (in, the residual stream, is float32).
+extern "C" __global__ void layernorm_forward(void* out, float* mean, float* rstd, const float* in, int rows, int cols, int st) {
     int row = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (row >= rows) return;  // whole warps leave together
@@ -58,8 +59,8 @@ extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rst
         v += d * d;
     }
     float r = 1.0f / sqrtf(fmt_warp_sum(v) / cols + 1e-6f);
-    float* o = out + (long long)row * cols;
-    for (int j = lane; j < cols; j += 32) o[j] = (x[j] - m) * r;
+    long long o = (long long)row * cols;
+    for (int j = lane; j < cols; j += 32) fmt_st(out, o + j, (x[j] - m) * r, FMT_BF(st, 0));
     if (lane == 0) {
         mean[row] = m;
         rstd[row] = r;
@@ -67,23 +68,24 @@ extern "C" __global__ void layernorm_forward(float* out, float* mean, float* rst
 }
 
 // layernorm_backward: din += rstd*(dy - mean(dy) - xhat*mean(dy*xhat)),
-// from forward's output xhat; one warp per row.
-extern "C" __global__ void layernorm_backward(float* din, const float* dout, const float* xhat, const float* rstd, int rows, int cols) {
+// from forward's output xhat; one warp per row. st: 2 xhat.
+extern "C" __global__ void layernorm_backward(float* din, const float* dout, const void* xhat, const float* rstd, int rows, int cols, int st) {
     int row = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (row >= rows) return;
     const float* dy = dout + (long long)row * cols;
-    const float* xh = xhat + (long long)row * cols;
+    long long xh = (long long)row * cols;
+    int xbf = FMT_BF(st, 2);
     float a = 0.0f, b = 0.0f;
     for (int j = lane; j < cols; j += 32) {
         a += dy[j];
-        b += dy[j] * xh[j];
+        b += dy[j] * fmt_ld(xhat, xh + j, xbf);
     }
     a = fmt_warp_sum(a) / cols;
     b = fmt_warp_sum(b) / cols;
     float r = rstd[row];
     float* dx = din + (long long)row * cols;
-    for (int j = lane; j < cols; j += 32) dx[j] += r * (dy[j] - a - xh[j] * b);
+    for (int j = lane; j < cols; j += 32) dx[j] += r * (dy[j] - a - fmt_ld(xhat, xh + j, xbf) * b);
 }
 
 // mse_partial: partial[block] = sum over the block's grid-stride share of
