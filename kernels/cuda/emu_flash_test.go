@@ -17,13 +17,17 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"testing"
 
 	cu "github.com/fmtrain/fmtrain/cuda"
+	"github.com/fmtrain/fmtrain/kernels"
+	"github.com/fmtrain/fmtrain/kernels/kernelstest"
 )
 
 // emuBarrier is a barrier over n threads: the whole block (__syncthreads)
@@ -240,18 +244,216 @@ func emuFlash(f *fakeDevice, name string, cfg launchCfg, args []any) error {
 	tail := args[len(args)-11:]
 	i32 := func(i int) int { return int(tail[i].(int32)) }
 	a := faArgs{heads: i32(0), nq: i32(1), nk: i32(2), hd: i32(3), qrow: i32(4), krow: i32(5), vrow: i32(6), orow: i32(7), scale: tail[8].(float32), bf16: i32(9) != 0, st: i32(10)}
+	// tn is argument i as tensor k of st (bf16 when its bit is set).
+	tn := func(i, k int) emuTensor { return f.tensor(args[i].(cu.DevicePtr), stBit(a.st, k)) }
 	switch name[:cut] {
 	case "flash_attn_forward":
-		O, lse, Q, K, V, mask := g(0), g(1), g(2), g(3), g(4), g(5)
+		O, lse, Q, K, V, mask := tn(0, 0), g(1), tn(2, 1), tn(3, 2), tn(4, 3), g(5)
 		return emuLaunch(cfg, func(t *emuThread) { faForward(t, hdp, O, lse, Q, K, V, mask, a) })
 	case "flash_attn_backward_dkdv":
-		dK, dV, dO, Q, K, V, mask, lse, D := g(0), g(1), g(2), g(3), g(4), g(5), g(6), g(7), g(8)
+		dK, dV, dO, Q, K, V, mask, lse, D := g(0), g(1), g(2), tn(3, 1), tn(4, 2), tn(5, 3), g(6), g(7), g(8)
 		return emuLaunch(cfg, func(t *emuThread) { faBackwardDKDV(t, hdp, dK, dV, dO, Q, K, V, mask, lse, D, a) })
 	case "flash_attn_backward_dq":
-		dQ, dO, Q, K, V, mask, lse, D := g(0), g(1), g(2), g(3), g(4), g(5), g(6), g(7)
+		dQ, dO, Q, K, V, mask, lse, D := g(0), g(1), tn(2, 1), tn(3, 2), tn(4, 3), g(5), g(6), g(7)
 		return emuLaunch(cfg, func(t *emuThread) { faBackwardDQ(t, hdp, dQ, dO, Q, K, V, mask, lse, D, a) })
 	}
 	return fmt.Errorf("emulator: no transcription of kernel %s", name)
+}
+
+// TestEmulatedFlashStorage: the fused kernels read Q, K and V stored as bf16
+// (st bits 1, 2, 3) exactly as they read the same values stored as float32
+// (Q, K and V hold bf16 values, so both storages hold the same numbers), and
+// store O as bf16 (st bit 0) rounded from the float32 result. O, lse, dQ, dK
+// and dV must match the st = 0 run bit for bit, at either precision, for each
+// bit alone and all together; the backward gets bit 0 too, and must still
+// read dO as float32. The kernels are launched directly (the host passes
+// st = 0 so far), their arguments checked against the .cu's signatures; the
+// fp32 st = 0 run is also checked against kernels.Reference.
+func TestEmulatedFlashStorage(t *testing.T) {
+	const B, H, Nq, Nk, hd = 2, 2, 70, 33, 40 // partial tiles; hd not a multiple of 16
+	D := H * hd
+	d := kernels.AttentionDims{B: B, Heads: H, Nq: Nq, Nk: Nk, HeadDim: hd, QRow: D + rowPad, KRow: 2*D + rowPad, VRow: 2*D + rowPad, ORow: D + rowPad, Scale: float32(1 / math.Sqrt(hd))}
+	hdp := flashHeadDim(hd)
+	be, f := newFakeBackend(t, false)
+	f.emulate = true
+	r := rand.New(rand.NewPCG(13, 14))
+	draw := func(n int, scale float64, bf bool) []float32 {
+		s := make([]float32, n)
+		for i := range s {
+			s[i] = float32(r.NormFloat64() * scale)
+			if bf {
+				s[i] = bf16Float(bf16Bits(s[i]))
+			}
+		}
+		return s
+	}
+	// put copies v to fresh device memory, as bf16 when bf (v's values
+	// are bf16's there); get reads n elements back.
+	put := func(v []float32, bf bool) cu.DevicePtr {
+		elem := 4
+		if bf {
+			elem = 2
+		}
+		p, err := f.alloc(elem * len(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bf {
+			copy(f32s(p, len(v)), v)
+			return p
+		}
+		h := u16s(p, len(v))
+		for i, x := range v {
+			h[i] = bf16Bits(x)
+		}
+		return p
+	}
+	get := func(p cu.DevicePtr, n int) []float32 { return slices.Clone(f32s(p, n)) }
+	q, kv := draw(B*Nq*d.QRow, 1, true), draw(B*Nk*d.KRow, 1, true)
+	dout := draw(B*Nq*d.ORow, 1, false)
+	mask := make([]float32, B*Nk)
+	for i := range mask {
+		if i%4 != 1 && !(i >= Nk && i < Nk+10) { // sample 1's first 10 keys dropped
+			mask[i] = 1
+		}
+	}
+	qs := map[bool]cu.DevicePtr{false: put(q, false), true: put(q, true)}
+	kvs := map[bool]cu.DevicePtr{false: put(kv, false), true: put(kv, true)}
+	// qkv are Q, K and V's addresses with st's storage (V follows K in each row).
+	qkv := func(st int) (Q, K, V cu.DevicePtr) {
+		vbf := stBit(st, 3)
+		V = kvs[vbf] + cu.DevicePtr(4*D)
+		if vbf {
+			V = kvs[vbf] + cu.DevicePtr(2*D)
+		}
+		return qs[stBit(st, 1)], kvs[stBit(st, 2)], V
+	}
+	pMask, pdO := put(mask, false), put(dout, false)
+	launch := func(kind flashKind, bf16 bool, st int, ptrs ...cu.DevicePtr) {
+		t.Helper()
+		var args []any
+		for _, p := range ptrs {
+			args = append(args, p)
+		}
+		bf := int32(0)
+		if bf16 {
+			bf = 1
+		}
+		args = append(args, int32(H), int32(Nq), int32(Nk), int32(hd), int32(d.QRow), int32(d.KRow), int32(d.VRow), int32(d.ORow), d.Scale, bf, int32(st))
+		name := kind.kernel(hdp)
+		if err := checkArgs(name, be.sigs[name], args); err != nil {
+			t.Fatal(err)
+		}
+		if err := emuFlash(f, name, flashCfg(kind, d, hdp), args); err != nil {
+			t.Fatalf("%s, st %#b: %v", name, st, err)
+		}
+	}
+	same := func(what string, got, want []float32) {
+		t.Helper()
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Errorf("%s: [%d] = %v, %v with float32 storage", what, i, got[i], want[i])
+				return
+			}
+		}
+	}
+	nO, nL := B*Nq*d.ORow, B*H*Nq
+	oStart := make([]float32, nO) // NaN heads (every one must be written), sentinel padding
+	for i := range oStart {
+		oStart[i] = sentinel
+		if i%d.ORow < D {
+			oStart[i] = float32(math.NaN())
+		}
+	}
+	nan := make([]float32, nL)
+	for i := range nan {
+		nan[i] = float32(math.NaN())
+	}
+	for _, bf16 := range []bool{false, true} {
+		// Forward: st 0 first, the one every other st is compared with.
+		var wantO, wantL []float32
+		for _, st := range []int{0, 0b0010, 0b0100, 0b1000, 0b1110, 0b0001, 0b1111} {
+			what := fmt.Sprintf("bf16 %v, st %#04b", bf16, st)
+			Q, K, V := qkv(st)
+			O, lse := put(oStart, stBit(st, 0)), put(nan, false)
+			launch(flashForward, bf16, st, O, lse, Q, K, V, pMask)
+			gotL := get(lse, nL)
+			if st == 0 {
+				wantO, wantL = get(O, nO), gotL
+				for i, v := range wantO {
+					if math.IsNaN(float64(v)) || i%d.ORow >= D && v != sentinel {
+						t.Fatalf("%s: O[%d] = %v", what, i, v)
+					}
+				}
+				if !bf16 { // the launch is the backend's: it computes attention
+					refO, refL := slices.Clone(oStart), make([]float32, nL)
+					kernels.Reference{}.AttentionForward(refO, refL, q, kv, kv[D:], mask, d)
+					if e := kernelstest.RelErr(heads(wantO, B*Nq, d.ORow, D), heads(refO, B*Nq, d.ORow, D)); !(e <= kernelstest.Tol) {
+						t.Errorf("%s: O relative error %.3g vs kernels.Reference", what, e)
+					}
+					if e := kernelstest.RelErr(wantL, refL); !(e <= kernelstest.Tol) {
+						t.Errorf("%s: lse relative error %.3g vs kernels.Reference", what, e)
+					}
+				}
+			} else if stBit(st, 0) {
+				for i, h := range u16s(O, nO) {
+					if h != bf16Bits(wantO[i]) {
+						t.Errorf("%s: bf16 O[%d] = %#04x, want %#04x (%v rounded)", what, i, h, bf16Bits(wantO[i]), wantO[i])
+						break
+					}
+				}
+			} else {
+				same(what+": O", get(O, nO), wantO)
+			}
+			same(what+": lse", gotL, wantL)
+		}
+		// Backward from that forward: D = rowsum(dO∘O) (attn_rowdot's),
+		// gradients added to random starting values.
+		rowD := make([]float32, nL)
+		for i := range rowD {
+			b, h, row := i/(H*Nq), i/Nq%H, i%Nq
+			base := (b*Nq+row)*d.ORow + h*hd
+			for c := range hd {
+				rowD[i] += dout[base+c] * wantO[base+c]
+			}
+		}
+		pL, pD := put(wantL, false), put(rowD, false)
+		dq0, dkv0 := draw(B*Nq*d.QRow, 0.1, false), draw(B*Nk*d.KRow, 0.1, false)
+		var wantDQ, wantDKV []float32
+		for _, st := range []int{0, 0b0010, 0b0100, 0b1000, 0b1111} {
+			what := fmt.Sprintf("bf16 %v, st %#04b", bf16, st)
+			Q, K, V := qkv(st)
+			dQ, dKV := put(dq0, false), put(dkv0, false)
+			launch(flashDKDV, bf16, st, dKV, dKV+cu.DevicePtr(4*D), pdO, Q, K, V, pMask, pL, pD)
+			launch(flashDQ, bf16, st, dQ, pdO, Q, K, V, pMask, pL, pD)
+			gotDQ, gotDKV := get(dQ, len(dq0)), get(dKV, len(dkv0))
+			if st != 0 {
+				same(what+": dQ", gotDQ, wantDQ)
+				same(what+": dK, dV", gotDKV, wantDKV)
+				continue
+			}
+			wantDQ, wantDKV = gotDQ, gotDKV
+			if bf16 {
+				continue
+			}
+			refDQ, refDKV := slices.Clone(dq0), slices.Clone(dkv0)
+			kernels.Reference{}.AttentionBackward(refDQ, refDKV, refDKV[D:], dout, q, kv, kv[D:], mask, wantO, wantL, d)
+			gq, wq := delta(gotDQ, dq0), delta(refDQ, dq0)
+			gkv, wkv := delta(gotDKV, dkv0), delta(refDKV, dkv0)
+			for _, c := range []struct {
+				name     string
+				got, ref []float32
+			}{
+				{"dQ", heads(gq, B*Nq, d.QRow, D), heads(wq, B*Nq, d.QRow, D)},
+				{"dK", heads(gkv, B*Nk, d.KRow, D), heads(wkv, B*Nk, d.KRow, D)},
+				{"dV", heads(gkv[D:], B*Nk, d.KRow, D), heads(wkv[D:], B*Nk, d.KRow, D)},
+			} {
+				if e := kernelstest.RelErr(c.got, c.ref); !(e <= kernelstest.Tol) {
+					t.Errorf("%s: %s relative error %.3g vs kernels.Reference", what, c.name, e)
+				}
+			}
+		}
+	}
 }
 
 // From here on, flash_attention.cu in Go, in its order. Template
@@ -278,13 +480,13 @@ func grid2(rows, cols int) [][]float32 {
 	return m
 }
 
-// faLoadTile is fa_load_tile.
-func faLoadTile(t *emuThread, hdp int, tile []float32, rows int, src []float32, base, row0, n, hd, rowStride int, bf16 bool) {
+// faLoadTile is fa_load_tile (src's view carries its sbf).
+func faLoadTile(t *emuThread, hdp int, tile []float32, rows int, src emuTensor, base, row0, n, hd, rowStride int, bf16 bool) {
 	for idx := t.tid; idx < rows*hdp; idx += flashThreads {
 		r, c := idx/hdp, idx%hdp
 		v := float32(0)
 		if row0+r < n && c < hd {
-			v = faRound(src[base+(row0+r)*rowStride+c], bf16)
+			v = faRound(src.ld(base+(row0+r)*rowStride+c), bf16)
 		}
 		tile[r*(hdp+1)+c] = v
 	}
@@ -348,7 +550,7 @@ func faValueMM(hdp, k, rm, TX, TY int, acc [][]float32, W, X []float32, tx, ty i
 }
 
 // faForward is fa_forward.
-func faForward(t *emuThread, hdp int, O, lse, Q, K, V, mask []float32, a faArgs) {
+func faForward(t *emuThread, hdp int, O emuTensor, lse []float32, Q, K, V emuTensor, mask []float32, a faArgs) {
 	BR, BC, LD, PLD := flashBR, flashBCFwd, hdp+1, flashBCFwd+1
 	TX := 16
 	TY := flashThreads / TX
@@ -445,10 +647,10 @@ func faForward(t *emuThread, hdp int, O, lse, Q, K, V, mask []float32, a faArgs)
 		if !none {
 			inv = 1 / l[i]
 		}
-		o := O[(b*a.nq+row)*a.orow+h*a.hd:]
+		o := (b*a.nq+row)*a.orow + h*a.hd
 		for d := range DM {
 			if tx+TX*d < a.hd {
-				o[tx+TX*d] = acc[i][d] * inv
+				O.st(o+tx+TX*d, acc[i][d]*inv)
 			}
 		}
 		if tx == 0 {
@@ -479,7 +681,7 @@ func faBwdTile(hdp int, p, ds [][]float32, sQ, sdO, sK, sV, sL, sD []float32, ke
 }
 
 // faBackwardDKDV is fa_backward_dkdv.
-func faBackwardDKDV(t *emuThread, hdp int, dK, dV, dO, Q, K, V, mask, lse, D []float32, a faArgs) {
+func faBackwardDKDV(t *emuThread, hdp int, dK, dV, dO []float32, Q, K, V emuTensor, mask, lse, D []float32, a faArgs) {
 	BR, BC, LD, PLD, DM := flashBR, flashBCBwd, hdp+1, flashBCBwd+1, hdp/16
 	sK := t.b.smem
 	sV := sK[BC*LD:]
@@ -509,7 +711,7 @@ func faBackwardDKDV(t *emuThread, hdp int, dK, dV, dO, Q, K, V, mask, lse, D []f
 	for q0 := 0; q0 < a.nq; q0 += BR {
 		t.syncthreads()
 		faLoadTile(t, hdp, sQ, BR, Q, b*a.nq*a.qrow+h*a.hd, q0, a.nq, a.hd, a.qrow, a.bf16)
-		faLoadTile(t, hdp, sdO, BR, dO, b*a.nq*a.orow+h*a.hd, q0, a.nq, a.hd, a.orow, a.bf16)
+		faLoadTile(t, hdp, sdO, BR, emuTensor{f: dO}, b*a.nq*a.orow+h*a.hd, q0, a.nq, a.hd, a.orow, a.bf16)
 		faLoadRowStats(t, sL, sD, lse, D, rowBase, q0, a.nq)
 		t.syncthreads()
 		p, ds := grid2(4, 4), grid2(4, 4)
@@ -560,7 +762,7 @@ func faBackwardDKDV(t *emuThread, hdp int, dK, dV, dO, Q, K, V, mask, lse, D []f
 }
 
 // faBackwardDQ is fa_backward_dq.
-func faBackwardDQ(t *emuThread, hdp int, dQ, dO, Q, K, V, mask, lse, D []float32, a faArgs) {
+func faBackwardDQ(t *emuThread, hdp int, dQ, dO []float32, Q, K, V emuTensor, mask, lse, D []float32, a faArgs) {
 	BR, BC, LD, PLD, DM := flashBR, flashBCBwd, hdp+1, flashBCBwd+1, hdp/16
 	sQ := t.b.smem
 	sdO := sQ[BR*LD:]
@@ -581,7 +783,7 @@ func faBackwardDQ(t *emuThread, hdp int, dQ, dO, Q, K, V, mask, lse, D []float32
 	}
 	rowBase := bh * a.nq
 	faLoadTile(t, hdp, sQ, BR, Q, b*a.nq*a.qrow+h*a.hd, q0, a.nq, a.hd, a.qrow, a.bf16)
-	faLoadTile(t, hdp, sdO, BR, dO, b*a.nq*a.orow+h*a.hd, q0, a.nq, a.hd, a.orow, a.bf16)
+	faLoadTile(t, hdp, sdO, BR, emuTensor{f: dO}, b*a.nq*a.orow+h*a.hd, q0, a.nq, a.hd, a.orow, a.bf16)
 	faLoadRowStats(t, sL, sD, lse, D, rowBase, q0, a.nq)
 	dq := grid2(8, DM)
 	for k0 := 0; k0 < a.nk; k0 += BC {

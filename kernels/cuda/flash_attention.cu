@@ -17,6 +17,12 @@
 // every inner product runs over HDP with no bounds test; rows past Nq or Nk
 // are zero too and get probability 0.
 //
+// Storage: st (common.cu's FMT_BF) says which tensors are bf16 in memory
+// rather than float32: bit 0 O (the forward's output, rounded to bf16 as it
+// is stored), bit 1 Q, bit 2 K, bit 3 V. Offsets and row strides count
+// elements either way. dO, the gradients, lse, D and mask are always
+// float32.
+//
 // Precision: bf16 != 0 (the mixed-precision backend) rounds Q, K, V and dO
 // to bf16 as they are loaded, and P and dS before they enter a product: the
 // operands the cuBLAS path rounds, in the same places. Every product of two
@@ -50,14 +56,15 @@ __device__ __forceinline__ float fa_round(float v, int bf16) {
 }
 
 // fa_load_tile: rows [row0, row0+rows) of one head (the head's first element
-// of token 0 at src + base) into tile [rows][HDP+1]; zero past n rows and
-// past hd columns; bf16-rounded when asked. All threads of the block.
+// of token 0 at element base of src, stored as bf16 when sbf, else float32)
+// into tile [rows][HDP+1]; zero past n rows and past hd columns;
+// bf16-rounded when asked. All threads of the block.
 template <int HDP>
-__device__ __forceinline__ void fa_load_tile(float* tile, int rows, const float* src, long long base, int row0, int n, int hd, int rowStride, int bf16) {
+__device__ __forceinline__ void fa_load_tile(float* tile, int rows, const void* src, int sbf, long long base, int row0, int n, int hd, int rowStride, int bf16) {
     for (int idx = threadIdx.x; idx < rows * HDP; idx += FA_THREADS) {
         int r = idx / HDP, c = idx % HDP;
         float v = 0.0f;
-        if (row0 + r < n && c < hd) v = fa_round(src[base + (long long)(row0 + r) * rowStride + c], bf16);
+        if (row0 + r < n && c < hd) v = fa_round(fmt_ld(src, base + (long long)(row0 + r) * rowStride + c, sbf), bf16);
         tile[r * (HDP + 1) + c] = v;
     }
 }
@@ -128,7 +135,7 @@ __device__ __forceinline__ void fa_value_mm(float acc[RM][HDP / TX], const float
 // 16 threads of a row are one half-warp, which reduces the row's max and
 // sum with shuffles.
 template <int HDP>
-__device__ void fa_forward(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask,
+__device__ void fa_forward(void* O, float* lse, const void* Q, const void* K, const void* V, const float* mask,
                            int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
     constexpr int BR = FA_BR, BC = FA_BC_FWD, LD = HDP + 1, PLD = BC + 1;
     constexpr int TX = 16, TY = FA_THREADS / TX, RM = BR / TY, CM = BC / TX, DM = HDP / TX;
@@ -142,7 +149,7 @@ __device__ void fa_forward(float* O, float* lse, const float* Q, const float* K,
     int q0 = tile * BR;
     int tx = threadIdx.x % TX, ty = threadIdx.x / TX;
     const float* mk = mask ? mask + (long long)b * Nk : 0;
-    fa_load_tile<HDP>(sQ, BR, Q, (long long)b * Nq * qrow + h * hd, q0, Nq, hd, qrow, bf16);
+    fa_load_tile<HDP>(sQ, BR, Q, FMT_BF(st, 1), (long long)b * Nq * qrow + h * hd, q0, Nq, hd, qrow, bf16);
     float m[RM], l[RM], acc[RM][DM];
 #pragma unroll
     for (int i = 0; i < RM; i++) {
@@ -153,8 +160,8 @@ __device__ void fa_forward(float* O, float* lse, const float* Q, const float* K,
     }
     for (int k0 = 0; k0 < Nk; k0 += BC) {
         __syncthreads(); // the last tile's sK, sV, sP reads are done (sQ is written, the first time)
-        fa_load_tile<HDP>(sK, BC, K, (long long)b * Nk * krow + h * hd, k0, Nk, hd, krow, bf16);
-        fa_load_tile<HDP>(sV, BC, V, (long long)b * Nk * vrow + h * hd, k0, Nk, hd, vrow, bf16);
+        fa_load_tile<HDP>(sK, BC, K, FMT_BF(st, 2), (long long)b * Nk * krow + h * hd, k0, Nk, hd, krow, bf16);
+        fa_load_tile<HDP>(sV, BC, V, FMT_BF(st, 3), (long long)b * Nk * vrow + h * hd, k0, Nk, hd, vrow, bf16);
         __syncthreads();
         float s[RM][CM];
         fa_score_mm<HDP, RM, CM, TX, TY>(s, sQ, sK, tx, ty);
@@ -212,10 +219,10 @@ __device__ void fa_forward(float* O, float* lse, const float* Q, const float* K,
         // Every key masked (or none): zero output, lse = +inf.
         bool none = m[i] == -FMT_INF;
         float inv = none ? 0.0f : 1.0f / l[i];
-        float* o = O + ((long long)b * Nq + row) * orow + h * hd;
+        long long o = ((long long)b * Nq + row) * orow + h * hd;
 #pragma unroll
         for (int d = 0; d < DM; d++)
-            if (tx + TX * d < hd) o[tx + TX * d] = acc[i][d] * inv;
+            if (tx + TX * d < hd) fmt_st(O, o + tx + TX * d, acc[i][d] * inv, FMT_BF(st, 0));
         if (tx == 0) lse[rowBase + row] = none ? FMT_INF : m[i] + logf(l[i]);
     }
 }
@@ -245,7 +252,7 @@ __device__ __forceinline__ void fa_bwd_tile(float p[4][4], float ds[4][4], const
 // tid / 8) as in fa_bwd_tile; for dK and dV it owns keys tx + 8a (a < 4)
 // and head dims ty + 16c (c < HDP/16).
 template <int HDP>
-__device__ void fa_backward_dkdv(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask,
+__device__ void fa_backward_dkdv(float* dK, float* dV, const float* dO, const void* Q, const void* K, const void* V, const float* mask,
                                  const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow,
                                  float scale, int bf16, int st) {
     constexpr int BR = FA_BR, BC = FA_BC_BWD, LD = HDP + 1, PLD = BC + 1, DM = HDP / 16;
@@ -263,8 +270,8 @@ __device__ void fa_backward_dkdv(float* dK, float* dV, const float* dO, const fl
     int k0 = tile * BC;
     int tx = threadIdx.x % 8, ty = threadIdx.x / 8;
     const float* mk = mask ? mask + (long long)b * Nk : 0;
-    fa_load_tile<HDP>(sK, BC, K, (long long)b * Nk * krow + h * hd, k0, Nk, hd, krow, bf16);
-    fa_load_tile<HDP>(sV, BC, V, (long long)b * Nk * vrow + h * hd, k0, Nk, hd, vrow, bf16);
+    fa_load_tile<HDP>(sK, BC, K, FMT_BF(st, 2), (long long)b * Nk * krow + h * hd, k0, Nk, hd, krow, bf16);
+    fa_load_tile<HDP>(sV, BC, V, FMT_BF(st, 3), (long long)b * Nk * vrow + h * hd, k0, Nk, hd, vrow, bf16);
     bool keep[4];
 #pragma unroll
     for (int j = 0; j < 4; j++) keep[j] = fa_keep(mk, k0 + tx + 8 * j, Nk);
@@ -276,8 +283,8 @@ __device__ void fa_backward_dkdv(float* dK, float* dV, const float* dO, const fl
     long long rowBase = (long long)bh * Nq;
     for (int q0 = 0; q0 < Nq; q0 += BR) {
         __syncthreads(); // the last tile's sQ, sdO, sP, sdS reads are done
-        fa_load_tile<HDP>(sQ, BR, Q, (long long)b * Nq * qrow + h * hd, q0, Nq, hd, qrow, bf16);
-        fa_load_tile<HDP>(sdO, BR, dO, (long long)b * Nq * orow + h * hd, q0, Nq, hd, orow, bf16);
+        fa_load_tile<HDP>(sQ, BR, Q, FMT_BF(st, 1), (long long)b * Nq * qrow + h * hd, q0, Nq, hd, qrow, bf16);
+        fa_load_tile<HDP>(sdO, BR, dO, 0, (long long)b * Nq * orow + h * hd, q0, Nq, hd, orow, bf16);
         fa_load_row_stats(sL, sD, lse, D, rowBase, q0, Nq);
         __syncthreads();
         float p[4][4], ds[4][4];
@@ -331,7 +338,7 @@ __device__ void fa_backward_dkdv(float* dK, float* dV, const float* dO, const fl
 // every key tile. Tile products as in fa_bwd_tile; for dQ thread (tx, ty)
 // = (tid % 16, tid / 16) owns rows ty + 8i (i < 8) and head dims tx + 16d.
 template <int HDP>
-__device__ void fa_backward_dq(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask,
+__device__ void fa_backward_dq(float* dQ, const float* dO, const void* Q, const void* K, const void* V, const float* mask,
                                const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow,
                                float scale, int bf16, int st) {
     constexpr int BR = FA_BR, BC = FA_BC_BWD, LD = HDP + 1, PLD = BC + 1, DM = HDP / 16;
@@ -350,8 +357,8 @@ __device__ void fa_backward_dq(float* dQ, const float* dO, const float* Q, const
     int ax = threadIdx.x % 16, ay = threadIdx.x / 16; // dQ accumulator
     const float* mk = mask ? mask + (long long)b * Nk : 0;
     long long rowBase = (long long)bh * Nq;
-    fa_load_tile<HDP>(sQ, BR, Q, (long long)b * Nq * qrow + h * hd, q0, Nq, hd, qrow, bf16);
-    fa_load_tile<HDP>(sdO, BR, dO, (long long)b * Nq * orow + h * hd, q0, Nq, hd, orow, bf16);
+    fa_load_tile<HDP>(sQ, BR, Q, FMT_BF(st, 1), (long long)b * Nq * qrow + h * hd, q0, Nq, hd, qrow, bf16);
+    fa_load_tile<HDP>(sdO, BR, dO, 0, (long long)b * Nq * orow + h * hd, q0, Nq, hd, orow, bf16);
     fa_load_row_stats(sL, sD, lse, D, rowBase, q0, Nq);
     float dq[8][DM];
 #pragma unroll
@@ -360,8 +367,8 @@ __device__ void fa_backward_dq(float* dQ, const float* dO, const float* Q, const
         for (int d = 0; d < DM; d++) dq[i][d] = 0.0f;
     for (int k0 = 0; k0 < Nk; k0 += BC) {
         __syncthreads(); // the last tile's sK, sdS reads are done (sQ, sdO, sL, sD are written, the first time)
-        fa_load_tile<HDP>(sK, BC, K, (long long)b * Nk * krow + h * hd, k0, Nk, hd, krow, bf16);
-        fa_load_tile<HDP>(sV, BC, V, (long long)b * Nk * vrow + h * hd, k0, Nk, hd, vrow, bf16);
+        fa_load_tile<HDP>(sK, BC, K, FMT_BF(st, 2), (long long)b * Nk * krow + h * hd, k0, Nk, hd, krow, bf16);
+        fa_load_tile<HDP>(sV, BC, V, FMT_BF(st, 3), (long long)b * Nk * vrow + h * hd, k0, Nk, hd, vrow, bf16);
         __syncthreads();
         bool keep[4];
 #pragma unroll
@@ -388,50 +395,50 @@ __device__ void fa_backward_dq(float* dQ, const float* dO, const float* Q, const
 
 // The instantiations the host launches (flash_attn_<kind>_<HDP>), grid
 // (tiles * B * heads), block FA_THREADS, dynamic shared memory flashShared.
-extern "C" __global__ void flash_attn_forward_32(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+extern "C" __global__ void flash_attn_forward_32(void* O, float* lse, const void* Q, const void* K, const void* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
     fa_forward<32>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_forward_64(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+extern "C" __global__ void flash_attn_forward_64(void* O, float* lse, const void* Q, const void* K, const void* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
     fa_forward<64>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_forward_80(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+extern "C" __global__ void flash_attn_forward_80(void* O, float* lse, const void* Q, const void* K, const void* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
     fa_forward<80>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_forward_96(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+extern "C" __global__ void flash_attn_forward_96(void* O, float* lse, const void* Q, const void* K, const void* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
     fa_forward<96>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_forward_128(float* O, float* lse, const float* Q, const float* K, const float* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+extern "C" __global__ void flash_attn_forward_128(void* O, float* lse, const void* Q, const void* K, const void* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
     fa_forward<128>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
 
-extern "C" __global__ void flash_attn_backward_dkdv_32(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+extern "C" __global__ void flash_attn_backward_dkdv_32(float* dK, float* dV, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
     fa_backward_dkdv<32>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_backward_dkdv_64(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+extern "C" __global__ void flash_attn_backward_dkdv_64(float* dK, float* dV, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
     fa_backward_dkdv<64>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_backward_dkdv_80(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+extern "C" __global__ void flash_attn_backward_dkdv_80(float* dK, float* dV, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
     fa_backward_dkdv<80>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_backward_dkdv_96(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+extern "C" __global__ void flash_attn_backward_dkdv_96(float* dK, float* dV, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
     fa_backward_dkdv<96>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_backward_dkdv_128(float* dK, float* dV, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+extern "C" __global__ void flash_attn_backward_dkdv_128(float* dK, float* dV, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
     fa_backward_dkdv<128>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
 
-extern "C" __global__ void flash_attn_backward_dq_32(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+extern "C" __global__ void flash_attn_backward_dq_32(float* dQ, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
     fa_backward_dq<32>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_backward_dq_64(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+extern "C" __global__ void flash_attn_backward_dq_64(float* dQ, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
     fa_backward_dq<64>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_backward_dq_80(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+extern "C" __global__ void flash_attn_backward_dq_80(float* dQ, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
     fa_backward_dq<80>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_backward_dq_96(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+extern "C" __global__ void flash_attn_backward_dq_96(float* dQ, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
     fa_backward_dq<96>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
-extern "C" __global__ void flash_attn_backward_dq_128(float* dQ, const float* dO, const float* Q, const float* K, const float* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
+extern "C" __global__ void flash_attn_backward_dq_128(float* dQ, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int bf16, int st) {
     fa_backward_dq<128>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, bf16, st);
 }
