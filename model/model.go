@@ -33,7 +33,8 @@ type Model struct {
 
 	act      activations
 	arena    []float32 // backing store of act
-	capacity shape     // what arena was sized for
+	store    []float32 // backing store of act's [store] tensors; nil: in arena
+	capacity shape     // what arena and store were sized for
 	cur      shape     // what act is laid out for
 	ready    bool      // Forward ran since the last layout, so Backward may run
 
@@ -107,10 +108,23 @@ func (m *Model) InputGrads() (dx, dtxt []float32) { return m.act.dx, m.act.dtxt 
 // and S text tokens, so later batches of any smaller shape run without
 // allocating. Forward reserves its first batch's shape itself; call Reserve
 // first when batch shapes vary (e.g. text truncated per batch).
+//
+// On a backend with activation storage (kernels.ActivationAllocator: bf16
+// on the CUDA mixed-precision backend) the saved activations go there;
+// when it declines, they are float32 like the rest.
 func (m *Model) Reserve(B, N, S int) {
 	c := shape{B: B, N: N, S: S}
-	var count arena
-	m.act.layout(m.cfg, c, &count)
+	var count, countStore arena
+	m.act.layout(m.cfg, c, &count, &countStore)
+	m.store = nil
+	if a, ok := m.be.(kernels.ActivationAllocator); ok {
+		if st, err := a.AllocActivations(countStore.off); err == nil {
+			m.store = st
+		}
+	}
+	if m.store == nil {
+		count.off += countStore.off
+	}
 	m.arena = alloc(m.be, count.off)
 	m.capacity = c
 	m.cur = shape{}
@@ -128,7 +142,12 @@ func (m *Model) prepare(s shape) error {
 			s.B, s.N, s.S, m.capacity.B, m.capacity.N, m.capacity.S)
 	}
 	if s != m.cur {
-		m.act.layout(m.cfg, s.withoutGrid(), &arena{buf: m.arena})
+		ar := &arena{buf: m.arena}
+		st := ar
+		if m.store != nil {
+			st = &arena{buf: m.store}
+		}
+		m.act.layout(m.cfg, s.withoutGrid(), ar, st)
 		kernels.PositionTable(m.act.pos, s.Fp, s.Hp, s.Wp, m.cfg.HiddenSize)
 		m.cur = s
 	}
