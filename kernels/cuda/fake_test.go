@@ -98,34 +98,36 @@ func (f *fakeDevice) optInShared(kernel string, bytes int) error {
 // mem views device memory from p to the end of the allocation holding it
 // (nil for p == 0), so an emulated kernel that indexes past its
 // allocation panics.
-func (f *fakeDevice) mem(p cu.DevicePtr) []float32 {
+func (f *fakeDevice) mem(p cu.DevicePtr) []float32 { return f32s(p, f.bytesFrom(p)/4) }
+
+// bytesFrom is the bytes from p to the end of its allocation (0 for p == 0).
+func (f *fakeDevice) bytesFrom(p cu.DevicePtr) int {
 	if p == 0 {
-		return nil
+		return 0
 	}
 	a := uintptr(p)
 	for lo, hi := range f.blocks {
 		if a >= lo && a < hi {
-			return f32s(p, int(hi-a)/4)
+			return int(hi - a)
 		}
 	}
 	for lo, s := range f.managed {
 		if hi := lo + uintptr(len(s))*4; a >= lo && a < hi {
-			return f32s(p, int(hi-a)/4)
+			return int(hi - a)
 		}
 	}
 	f.t.Errorf("emulator: %#x is in no allocation", a)
-	return nil
+	return 0
 }
 
 // tensor views device memory from p to the end of its allocation as a
 // kernel's tensor argument: bf16 values when bf, else float32 (the zero
 // emuTensor for p == 0).
 func (f *fakeDevice) tensor(p cu.DevicePtr, bf bool) emuTensor {
-	m := f.mem(p)
-	if m == nil || !bf {
-		return emuTensor{f: m}
+	if bf {
+		return emuTensor{h: u16s(p, f.bytesFrom(p)/2)}
 	}
-	return emuTensor{h: u16s(p, 2*len(m))}
+	return emuTensor{f: f.mem(p)}
 }
 
 func (f *fakeDevice) gemm(g cu.GemmOp) error {
