@@ -15,8 +15,10 @@
 #   5. times `fmctl bench step` for bench-S, bench-V (CPU and GPU) and
 #      bench-L (GPU only), with TFLOP/s and MFU against the measured GEMM
 #      rate, beside PyTorch eager (bf16 autocast) on the same GPU when torch
-#      is installed, and bench-L once more on the cuBLAS attention path when
-#      the time budget allows;
+#      is installed, with the GPU memory in use; bench-L once more on the
+#      cuBLAS attention path and once with float32 activations
+#      (FMTRAIN_CUDA_ACTIVATIONS=fp32, against the default bf16 storage)
+#      when the time budget allows;
 #   6. runs a two-process NCCL all-reduce when more than one GPU is present;
 #   7. prints a short table last.
 # The full log goes to $OUT/gpu-check.log when OUT is set (else /tmp).
@@ -213,8 +215,12 @@ bench() {
 		ms=$(json_field median_step_ms <"$out")
 		gf=$(json_field gflops <"$out")
 		ms=$(printf '%.1f' "$ms")
-		echo "$name: median ${ms} ms, ${gf} GFLOP/s"
-		record "$name" ok "$ms ms" "$(mfu "$gf")"
+		local mem note
+		mem=$(json_field device_mem_mb <"$out")
+		note=$(mfu "$gf")
+		[ -n "$mem" ] && [ "$mem" != 0 ] && note="$note, GPU mem $(printf '%.0f' "$mem") MiB"
+		echo "$name: median ${ms} ms, ${gf} GFLOP/s, GPU memory ${mem:-?} MiB"
+		record "$name" ok "$ms ms" "$note"
 		echo "$ms" >"$WORK/$name.ms"
 	else
 		local rc=$?
@@ -256,6 +262,13 @@ for cfg in $CONFIGS; do
 			FMTRAIN_CUDA_ATTENTION=gemm bench "$cfg cuda-bf16 gemm-attn" cuda "$cfg"
 		elif [ "$cfg" = bench-L ]; then
 			record "$cfg cuda-bf16 gemm-attn" skip "" "no time left in the budget (${SECONDS}s)"
+		fi
+		# Activations in float32 instead of bf16 storage: the memory and
+		# time that storage saves (bench-L, with the budget to spare).
+		if [ "$cfg" = bench-L ] && [ "$SECONDS" -lt 170 ]; then
+			FMTRAIN_CUDA_ACTIVATIONS=fp32 bench "$cfg cuda-bf16 fp32-acts" cuda "$cfg"
+		elif [ "$cfg" = bench-L ]; then
+			record "$cfg cuda-bf16 fp32-acts" skip "" "no time left in the budget (${SECONDS}s)"
 		fi
 		if [ "$TORCH_GPU" = 1 ]; then
 			if timeout 150 python3 scripts/gpu_peer.py --config "$cfg" --precision bf16 --steps "$STEPS" --warmup 2 >"$WORK/peer.json" 2>"$WORK/peer.err"; then

@@ -80,17 +80,20 @@ const (
 // Result is one run's report; the JSON keys config, median_step_ms, gflops
 // and peak_rss_mb are shared with the PyTorch peer.
 type Result struct {
-	Config       string    `json:"config"`
-	MedianStepMS float64   `json:"median_step_ms"`
-	GFLOPS       float64   `json:"gflops"`
-	PeakRSSMB    float64   `json:"peak_rss_mb"`
-	StepsMS      []float64 `json:"steps_ms"`
-	Warmup       int       `json:"warmup"`
-	StepGFLOP    float64   `json:"step_gflop"`
-	Params       int       `json:"params"`
-	Backend      string    `json:"backend"`
-	GEMMKernel   string    `json:"gemm_kernel,omitempty"`
-	Workers      int       `json:"workers,omitempty"`
+	Config       string  `json:"config"`
+	MedianStepMS float64 `json:"median_step_ms"`
+	GFLOPS       float64 `json:"gflops"`
+	PeakRSSMB    float64 `json:"peak_rss_mb"`
+	// DeviceMemMB is the GPU memory in use after the last step (the
+	// device's total less its free memory), on GPU backends.
+	DeviceMemMB float64   `json:"device_mem_mb,omitempty"`
+	StepsMS     []float64 `json:"steps_ms"`
+	Warmup      int       `json:"warmup"`
+	StepGFLOP   float64   `json:"step_gflop"`
+	Params      int       `json:"params"`
+	Backend     string    `json:"backend"`
+	GEMMKernel  string    `json:"gemm_kernel,omitempty"`
+	Workers     int       `json:"workers,omitempty"`
 	// CPUMSPerStep is the process's user+system CPU time per timed step:
 	// on a shared machine it moves less than the wall time.
 	CPUMSPerStep float64 `json:"cpu_ms_per_step"`
@@ -193,7 +196,19 @@ func Run(ctx context.Context, c Config, opts Options) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	if d, ok := be.(deviceMemory); ok {
+		used, err := d.DeviceMemoryInUse()
+		if err != nil {
+			return Result{}, err
+		}
+		res.DeviceMemMB = float64(used) / (1 << 20)
+	}
 	return res, nil
+}
+
+// deviceMemory is implemented by GPU backends (kernels/cuda).
+type deviceMemory interface {
+	DeviceMemoryInUse() (uint64, error)
 }
 
 // adamW returns the step's AdamW update (betas 0.9, 0.999, eps 1e-8, the

@@ -48,6 +48,9 @@ func newBenchStepCmd() *cobra.Command {
 				res.Config, res.MedianStepMS, len(res.StepsMS), res.Warmup, res.GFLOPS, res.StepGFLOP, res.PeakRSSMB)
 			fmt.Fprintf(out, "CPU time %.1f ms/step; backend %s, GEMM %s, %d workers, %d parameters, loss %.4f → %.4f\n",
 				res.CPUMSPerStep, res.Backend, res.GEMMKernel, res.Workers, res.Params, res.FirstLoss, res.LastLoss)
+			if res.DeviceMemMB > 0 {
+				fmt.Fprintf(out, "GPU memory in use %.0f MiB\n", res.DeviceMemMB)
+			}
 			return nil
 		},
 	}

@@ -346,6 +346,21 @@ func (b *Backend) AllocActivations(n int) ([]float32, error) {
 	return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(handle))), n), nil
 }
 
+// DeviceMemoryInUse is the device's total memory less its free memory:
+// this process's allocations, the driver's and any other process's.
+func (b *Backend) DeviceMemoryInUse() (uint64, error) {
+	unbind, err := b.dev.bind()
+	if err != nil {
+		return 0, err
+	}
+	defer unbind()
+	free, err := b.dev.memFree()
+	if err != nil {
+		return 0, err
+	}
+	return b.dev.info().TotalMemory - min(free, b.dev.info().TotalMemory), nil
+}
+
 // Synchronize implements kernels.Synchronizer.
 func (b *Backend) Synchronize() error {
 	if b.err != nil {

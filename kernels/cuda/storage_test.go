@@ -391,3 +391,12 @@ func TestModelUsesStorage(t *testing.T) {
 		t.Logf("%s: %.3g relative between bf16 and float32 activations", v.name, e)
 	}
 }
+
+// TestDeviceMemoryInUse: total less free, as `fmctl bench step` reports it.
+func TestDeviceMemoryInUse(t *testing.T) {
+	b, f := newFakeBackend(t, true)
+	f.freeMem = f.dinfo.TotalMemory - 3<<30
+	if used, err := b.DeviceMemoryInUse(); err != nil || used != 3<<30 {
+		t.Errorf("DeviceMemoryInUse = %d, %v; want %d", used, err, 3<<30)
+	}
+}
