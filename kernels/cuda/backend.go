@@ -3,11 +3,12 @@
 // compiled by NVRTC for the device at start-up and cached on disk by source
 // hash), buffers from managed memory, and a fused AdamW.
 //
-// Two backends are registered: "cuda" (mixed precision: GEMM and attention
-// operands rounded to bf16, fp32 accumulation, fp32 master weights,
-// gradients, optimizer state and elementwise math) and "cuda-fp32" (strict
-// fp32, TF32 off: the path checked against the reference vectors). A main
-// package that wants them imports this package for its side effect:
+// Two backends are registered: "cuda" (mixed precision: saved activations
+// in bf16 storage, GEMM and attention operands in bf16, fp32 accumulation,
+// fp32 master weights, gradients, optimizer state and all arithmetic) and
+// "cuda-fp32" (strict fp32, TF32 off: the path checked against the
+// reference vectors). A main package that wants them imports this package
+// for its side effect:
 //
 //	import _ "github.com/fmtrain/fmtrain/kernels/cuda"
 //
@@ -23,7 +24,9 @@
 // parameter, gradient and activation buffers live on the GPU with no copies.
 // Ops also accept ordinary Go slices (the pipeline's inputs): those are
 // staged through device scratch from a caching allocator and copied back
-// when written. Work is asynchronous on one stream; call Synchronize before
+// when written. AllocActivations (kernels.ActivationAllocator) hands out
+// bf16 device storage behind handles the host cannot touch; the ops that
+// take activations read and write it (see bf16Stores and op.act). Work is asynchronous on one stream; call Synchronize before
 // reading results on the host. A CUDA failure is sticky: later ops do
 // nothing and Synchronize returns the first error.
 //
