@@ -220,14 +220,21 @@ func TestEMA(t *testing.T) {
 	p := []float32{1, 2}
 	e := NewEMA(p, 0.5, 1)
 	p[0], p[1] = 3, 4
-	e.Update(p, 1) // before start: tracks the weights
+	if err := e.Update(p, 1); err != nil { // before start: tracks the weights
+		t.Fatal(err)
+	}
 	if e.Shadow[0] != 3 || e.Shadow[1] != 4 {
 		t.Fatalf("shadow %v", e.Shadow)
 	}
 	p[0], p[1] = 5, 0
-	e.Update(p, 2)
+	if err := e.Update(p, 2); err != nil {
+		t.Fatal(err)
+	}
 	if e.Shadow[0] != 4 || e.Shadow[1] != 2 {
 		t.Fatalf("shadow %v, want [4 2]", e.Shadow)
+	}
+	if err := e.Update(p[:1], 3); err == nil {
+		t.Error("an update with the wrong length was accepted")
 	}
 }
 

@@ -6,7 +6,7 @@
 #   2. checks correctness on the GPU: the kernels conformance suite and the
 #      FM-DiT reference vectors, fp32 within 1e-4 relative per tensor, bf16
 #      within 2e-2 for the output and loss (5e-2 for gradients, see
-#      docs/gpu.md), and the fused AdamW against optim.AdamW;
+#      docs/gpu.md), and the fused AdamW and the EMA against optim's;
 #   3. measures the device's bf16 GEMM rate (cuBLAS, 8192³, random data);
 #   4. compares the fused attention kernels with the cuBLAS attention path
 #      (FMTRAIN_CUDA_ATTENTION=gemm): the fused kernels against the
@@ -136,7 +136,7 @@ json_field() { python3 -c 'import json,sys; print(json.loads(sys.stdin.read().st
 GEMM_TFLOPS=""
 if [ "$MODE" = all ] && [ "$GPUS" -gt 0 ]; then
 	section "GPU correctness: conformance, reference vectors (fp32 1e-4, bf16 2e-2/5e-2), fused AdamW"
-	if FMTRAIN_REQUIRE_GPU=1 timeout 180 "$BIN/kcuda.test" -test.run '^TestGPU(Conformance|ReferenceVectors|AdamWMatchesOptim|ZeroScaleSumSquares)$' -test.v >"$WORK/correct.log" 2>&1; then
+	if FMTRAIN_REQUIRE_GPU=1 timeout 180 "$BIN/kcuda.test" -test.run '^TestGPU(Conformance|ReferenceVectors|AdamWMatchesOptim|EMAMatchesOptim|ZeroScaleSumSquares)$' -test.v >"$WORK/correct.log" 2>&1; then
 		status=ok
 	else
 		status=FAIL

@@ -81,3 +81,56 @@ func TestDiTResumeIsExact(t *testing.T) {
 		}
 	}
 }
+
+// deviceCPU is the CPU backend dressed as a device backend: it runs the EMA
+// "on the device" (the same arithmetic) and counts what the trainer hands
+// it, so the wiring of device updates is checked without a GPU.
+type deviceCPU struct {
+	kernels.Backend
+	emaCalls, syncs int
+}
+
+func (d *deviceCPU) Alloc(n int) []float32 { return make([]float32, n) }
+func (d *deviceCPU) Synchronize() error    { d.syncs++; return nil }
+func (d *deviceCPU) EMAUpdate(shadow, params []float32, decay, oneMinus float32) error {
+	d.emaCalls++
+	for i, p := range params {
+		if decay == 0 {
+			shadow[i] = p
+		} else {
+			shadow[i] = decay*shadow[i] + oneMinus*p
+		}
+	}
+	return nil
+}
+
+// TestDeviceEMAAndSync: on a backend with a device EMA the trainer keeps
+// the shadow in the backend's memory, updates it there once per step,
+// waits for the device after every step, and trains exactly as on the CPU.
+func TestDeviceEMAAndSync(t *testing.T) {
+	manifest, ds := testData(t)
+	run := func(be kernels.Backend) *Trainer {
+		spec := testSpec(t, manifest, t.TempDir(), "")
+		spec.StepScheduler.MaxSteps = 4
+		net, err := BuildNet(spec, be)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := newTrainer(t, Options{Spec: spec, Data: ds, Net: net})
+		if _, err := tr.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return tr
+	}
+	dev := &deviceCPU{Backend: cpu(t)}
+	onDevice, onHost := run(dev), run(cpu(t))
+	if dev.emaCalls != 4 || dev.syncs < 4 {
+		t.Errorf("%d device EMA updates and %d syncs for 4 steps, want 4 and at least 4", dev.emaCalls, dev.syncs)
+	}
+	if !slices.Equal(onDevice.EMA(), onHost.EMA()) || !slices.Equal(onDevice.Net().Params(), onHost.Net().Params()) {
+		t.Error("weights or EMA differ between the device-EMA run and the CPU run")
+	}
+	if slices.Equal(onDevice.EMA(), onDevice.Net().Params()) {
+		t.Error("the EMA equals the weights: no averaging happened")
+	}
+}

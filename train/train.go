@@ -140,6 +140,7 @@ type Trainer struct {
 	norm  optim.DeviceNorm // nil: clip on the host
 	sched optim.Schedule
 	ema   *optim.EMA
+	sync  kernels.Synchronizer // nil: every update finished on return
 
 	step     int64 // optimizer steps done
 	basePos  int64 // global position where step baseStep starts
@@ -189,18 +190,23 @@ func New(ctx context.Context, o Options) (*Trainer, error) {
 	t.data = data.NewLoader(o.Data, s.Seed, s.Data.Shuffle)
 	n := len(o.Net.Params())
 	t.adam = optim.NewAdamW(n, s.Optimizer.Betas[0], s.Optimizer.Betas[1], s.Optimizer.Eps, s.Optimizer.WeightDecay)
-	// A backend that updates where the buffers live (CUDA) does AdamW and
-	// clipping itself; the host loops would drag every buffer to the host.
-	if b, ok := o.Net.(interface{ Backend() kernels.Backend }); ok {
-		be := b.Backend()
-		if dev, ok := be.(optim.DeviceAdamW); ok {
-			alloc, _ := be.(optim.Allocator)
-			t.adam.OnDevice(dev, alloc)
-		}
-		t.norm, _ = be.(optim.DeviceNorm)
-	}
 	if s.EMA.Decay > 0 {
 		t.ema = optim.NewEMA(o.Net.Params(), s.EMA.Decay, int64(s.EMA.StartStep))
+	}
+	// A backend that updates where the buffers live (CUDA) does AdamW,
+	// clipping and the EMA itself; the host loops would drag every buffer
+	// to the host.
+	if b, ok := o.Net.(interface{ Backend() kernels.Backend }); ok {
+		be := b.Backend()
+		alloc, _ := be.(optim.Allocator)
+		if dev, ok := be.(optim.DeviceAdamW); ok {
+			t.adam.OnDevice(dev, alloc)
+		}
+		if dev, ok := be.(optim.DeviceEMA); ok && t.ema != nil {
+			t.ema.OnDevice(dev, alloc)
+		}
+		t.norm, _ = be.(optim.DeviceNorm)
+		t.sync, _ = be.(kernels.Synchronizer)
 	}
 	if err := t.resume(); err != nil {
 		return nil, err
@@ -489,7 +495,17 @@ func (t *Trainer) Step(ctx context.Context) (Metrics, error) {
 	}
 	t.step++
 	if t.ema != nil {
-		t.ema.Update(net.Params(), t.step)
+		if err := t.ema.Update(net.Params(), t.step); err != nil {
+			return m, fmt.Errorf("train: step %d: EMA: %w", t.step, err)
+		}
+	}
+	// The step's updates ran on the device when the backend has one: wait
+	// for them, so checkpoints and callers read finished buffers (and a
+	// device failure surfaces at the step that caused it).
+	if t.sync != nil {
+		if err := t.sync.Synchronize(); err != nil {
+			return m, fmt.Errorf("train: step %d: %w", t.step, err)
+		}
 	}
 	m.StepTime = time.Since(began)
 	m.SamplesPerSec = float64(t.plan.GlobalBatch) / m.StepTime.Seconds()

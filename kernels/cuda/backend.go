@@ -1366,6 +1366,26 @@ func (b *Backend) AdamW(params, grads, m, v []float32, lr, beta1, beta2, eps, we
 	return b.err
 }
 
+// EMAUpdate implements optim.DeviceEMA: shadow = decay·shadow +
+// oneMinus·params on the device, in optim.EMA.Update's arithmetic (decay 0
+// copies), with shadow and params normally from Alloc.
+func (b *Backend) EMAUpdate(shadow, params []float32, decay, oneMinus float32) error {
+	n := len(params)
+	if len(shadow) != n {
+		return fmt.Errorf("kernels/cuda: EMAUpdate: shadow %d, params %d floats differ", len(shadow), n)
+	}
+	o := b.begin("EMAUpdate")
+	if o == nil {
+		return b.err
+	}
+	is, ip := o.arg(shadow, n, true), o.arg(params, n, false)
+	if o.start() {
+		o.elementwise("ema_update", int64(n), o.p(is), o.p(ip), int64(n), decay, oneMinus)
+	}
+	o.end()
+	return b.err
+}
+
 // Zero sets buf to zeros on the device: use it rather than clear() for
 // buffers from Alloc, which a host write would migrate to the host.
 func (b *Backend) Zero(buf []float32) {

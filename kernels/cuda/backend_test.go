@@ -218,6 +218,9 @@ func runAllOps(b *Backend, c benchConfig, B int, alloc, act func(int) []float32)
 	if err := b.AdamW(p, g, m, v, 1e-4, 0.9, 0.999, 1e-8, 0.01, 1); err != nil {
 		panic(err)
 	}
+	if err := b.EMAUpdate(m, p, 0.999, 0.001); err != nil {
+		panic(err)
+	}
 	b.Zero(g)
 	b.Scale(g, 0.5)
 	b.SumSquares(g)

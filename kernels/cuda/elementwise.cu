@@ -130,6 +130,12 @@ extern "C" __global__ void adamw(float* p, float* m, float* v, const float* g, l
     }
 }
 
+// ema_update: s = d*s + a*p with both products and the sum rounded (no
+// fused multiply-add), optim.EMA.Update's arithmetic; d == 0 copies p.
+extern "C" __global__ void ema_update(float* s, const float* p, long long n, float d, float a) {
+    FMT_FOR(i, n) s[i] = d == 0.0f ? p[i] : __fadd_rn(__fmul_rn(d, s[i]), __fmul_rn(a, p[i]));
+}
+
 // scale_matrix: c[r*ldc + j] *= beta for j < cols (beta == 0 writes zeros,
 // NaN-safe): a GEMM with k == 0.
 extern "C" __global__ void scale_matrix(float* c, long long rows, int cols, int ldc, float beta) {

@@ -271,6 +271,16 @@ func emuKernel(f *fakeDevice, name string, cfg launchCfg, args []any) error {
 			P[i] = pi + negStep*mi/denom
 			M[i], V[i] = mi, vi
 		}
+	case "ema_update":
+		n, d, a := i64(2), fl(3), fl(4)
+		S, P := f32s(p(0), n), f32s(p(1), n)
+		for i := range n {
+			if d == 0 {
+				S[i] = P[i]
+			} else {
+				S[i] = float32(d*S[i]) + float32(a*P[i])
+			}
+		}
 	case "scale_matrix":
 		rows, cols, ldc, beta := i64(1), i32(2), i32(3), fl(4)
 		c := f32s(p(0), (rows-1)*ldc+cols)
@@ -509,4 +519,10 @@ func TestEmulatedReferenceVectors(t *testing.T) {
 // of the fused AdamW, through the kernel's transcription.
 func TestEmulatedAdamWMatchesOptim(t *testing.T) {
 	checkAdamW(t, newEmuBackend(t, false, attnFused), 4096)
+}
+
+// TestEmulatedEMAMatchesOptim: the device EMA's scalars and arguments,
+// through the kernel's transcription.
+func TestEmulatedEMAMatchesOptim(t *testing.T) {
+	checkEMA(t, newEmuBackend(t, false, attnFused), 4096)
 }

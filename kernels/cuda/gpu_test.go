@@ -179,6 +179,44 @@ func checkAdamW(t *testing.T, b *Backend, n int) {
 	t.Logf("fused AdamW vs optim.AdamW after 3 steps: at most %d ULPs apart", worst)
 }
 
+func TestGPUEMAMatchesOptim(t *testing.T) { checkEMA(t, openOrSkip(t, false), 1<<20) }
+
+// checkEMA runs optim.EMA on the device (OnDevice) and on the host through
+// a start step and three averaging steps: the shadows must agree bit for
+// bit (both round each product and the sum).
+func checkEMA(t *testing.T, b *Backend, n int) {
+	r := rand.New(rand.NewPCG(5, 6))
+	p := b.Alloc(n)
+	for i := range p {
+		p[i] = float32(r.NormFloat64())
+	}
+	host := optim.NewEMA(p, 0.9999, 1)
+	dev := optim.NewEMA(p, 0.9999, 1)
+	dev.OnDevice(b, b)
+	for step := int64(1); step <= 4; step++ {
+		for i := range p {
+			p[i] += float32(r.NormFloat64() * 0.01)
+		}
+		if err := host.Update(p, step); err != nil {
+			t.Fatal(err)
+		}
+		if err := dev.Update(p, step); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Synchronize(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range p {
+		if math.Float32bits(dev.Shadow[i]) != math.Float32bits(host.Shadow[i]) {
+			t.Fatalf("EMA weight %d: %v on the device, %v on the host", i, dev.Shadow[i], host.Shadow[i])
+		}
+	}
+	if slices.Equal(host.Shadow, p) {
+		t.Fatal("the average equals the weights: no averaging happened")
+	}
+}
+
 func TestGPUZeroScaleSumSquares(t *testing.T) {
 	b := openOrSkip(t, false)
 	x := b.Alloc(3000)
