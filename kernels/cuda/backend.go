@@ -40,6 +40,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -151,6 +152,9 @@ type Backend struct {
 	handles [][]byte
 	// fp32Activations: AllocActivations declines (Options.FP32Activations).
 	fp32Activations bool
+	// tensorCores: the device has bf16 mma (sm_80 and later), so the
+	// mixed-precision backend's fused attention forward uses it.
+	tensorCores bool
 	// async: ops return before the GPU ran them (Options.Async).
 	async bool
 	// hostMemory: Alloc hands out Go memory (Options.HostMemory).
@@ -227,7 +231,7 @@ func newBackend(dev device, bf16 bool, log *slog.Logger) (*Backend, error) {
 		return nil, err
 	}
 	b := &Backend{dev: dev, bf16: bf16, log: log, sms: max(dev.info().Multiprocessors, 1), sigs: sigs, allocs: map[uintptr]cu.DevicePtr{},
-		stores: bf16Stores{dev: map[uintptr]cu.DevicePtr{}}}
+		stores: bf16Stores{dev: map[uintptr]cu.DevicePtr{}}, tensorCores: dev.info().ComputeMajor >= 8}
 	b.pool = newPool(dev.alloc, dev.free)
 	return b, nil
 }
@@ -1052,8 +1056,11 @@ func (b *Backend) AttentionForward(out, lse, q, k, v, mask []float32, d kernels.
 	im := o.arg(mask, d.B*d.Nk, false)
 	if o.start() {
 		if hdp := b.flashFor(d); hdp != 0 {
-			kind := flashForward
-			o.launchOptIn(kind.kernel(hdp), flashCfg(kind, d, hdp), append([]any{o.p(iout), o.p(ilse), o.p(iq), o.p(ik), o.p(iv), o.p(im)}, o.flashDims(d, o.storage(iout, iq, ik, iv))...)...)
+			kind, dims := b.forwardKind(), o.flashDims(d, o.storage(iout, iq, ik, iv))
+			if kind == flashForwardTC {
+				dims = slices.Delete(dims, 9, 10) // always bf16: no bf16 argument
+			}
+			o.launchOptIn(kind.kernel(hdp), flashCfg(kind, d, hdp), append([]any{o.p(iout), o.p(ilse), o.p(iq), o.p(ik), o.p(iv), o.p(im)}, dims...)...)
 		} else {
 			o.gemmAttentionForward(o.p(iout), o.p(ilse), o.p(iq), o.p(ik), o.p(iv), o.p(im), []int{qs, ks, vs}, d)
 		}
@@ -1085,6 +1092,15 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, mask, out, lse []
 		}
 	}
 	o.end()
+}
+
+// forwardKind is the fused attention forward this backend runs: on
+// tensor cores for bf16 on sm_80 and later, else the FMA kernel.
+func (b *Backend) forwardKind() flashKind {
+	if b.bf16 && b.tensorCores {
+		return flashForwardTC
+	}
+	return flashForward
 }
 
 // rowdotStorage is attn_rowdot's st (bit 2 O) from an attnPtrs.st.

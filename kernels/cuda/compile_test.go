@@ -157,7 +157,7 @@ func TestNVRTCCompilesKernels(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("NVRTC %d.%d from %s", rtc.Major, rtc.Minor, rtc.Path)
-	for _, tc := range []struct{ major, minor, which int }{{8, 0, 0}, {9, 0, 0}, {9, 0, 1}} {
+	for _, tc := range []struct{ major, minor, which int }{{7, 5, 0}, {8, 0, 0}, {9, 0, 0}, {9, 0, 1}} {
 		tg := targets(tc.major, tc.minor)[tc.which]
 		img, log, err := rtc.Compile(src, "fmtrain_kernels.cu", tg.options, tg.cubin)
 		if err != nil {

@@ -98,6 +98,7 @@ type emuBlock struct {
 	idx   int // blockIdx.x
 	smem  []float32
 	shfl  [2][]float32 // __shfl_xor_sync's exchange slots, emuShflWidth per thread
+	mma   [2][]float32 // mma.sync's fragment slots, emuMMAWidth per thread
 	bar   *emuBarrier
 	warps []*emuBarrier
 }
@@ -130,6 +131,7 @@ type emuThread struct {
 	b        *emuBlock
 	tid      int
 	shuffles int // shflXor calls so far
+	mmas     int // ftMMA calls so far
 }
 
 // syncthreads is __syncthreads().
@@ -188,6 +190,7 @@ func emuLaunch(cfg launchCfg, body func(t *emuThread)) error {
 			blk := &emuBlock{idx: bi, smem: make([]float32, cfg.shared/4), bar: newEmuBarrier(cfg.block.X)}
 			for i := range blk.shfl {
 				blk.shfl[i] = make([]float32, cfg.block.X*emuShflWidth)
+				blk.mma[i] = make([]float32, cfg.block.X*emuMMAWidth)
 			}
 			for range cfg.block.X / 32 {
 				blk.warps = append(blk.warps, newEmuBarrier(32))
@@ -241,15 +244,27 @@ func emuFlash(f *fakeDevice, name string, cfg launchCfg, args []any) error {
 		return fmt.Errorf("emulator: %s: %w", name, err)
 	}
 	g := func(i int) []float32 { return f.mem(args[i].(cu.DevicePtr)) }
-	tail := args[len(args)-11:]
-	i32 := func(i int) int { return int(tail[i].(int32)) }
-	a := faArgs{heads: i32(0), nq: i32(1), nk: i32(2), hd: i32(3), qrow: i32(4), krow: i32(5), vrow: i32(6), orow: i32(7), scale: tail[8].(float32), bf16: i32(9) != 0, st: i32(10)}
+	var a faArgs
+	if strings.HasPrefix(name, "flash_attn_forward_tc_") { // no bf16 argument: always bf16
+		tail := args[len(args)-10:]
+		i32 := func(i int) int { return int(tail[i].(int32)) }
+		a = faArgs{heads: i32(0), nq: i32(1), nk: i32(2), hd: i32(3), qrow: i32(4), krow: i32(5), vrow: i32(6), orow: i32(7), scale: tail[8].(float32), bf16: true, st: i32(9)}
+	} else {
+		tail := args[len(args)-11:]
+		i32 := func(i int) int { return int(tail[i].(int32)) }
+		a = faArgs{heads: i32(0), nq: i32(1), nk: i32(2), hd: i32(3), qrow: i32(4), krow: i32(5), vrow: i32(6), orow: i32(7), scale: tail[8].(float32), bf16: i32(9) != 0, st: i32(10)}
+	}
 	// tn is argument i as tensor k of st (bf16 when its bit is set).
 	tn := func(i, k int) emuTensor { return f.tensor(args[i].(cu.DevicePtr), stBit(a.st, k)) }
 	switch name[:cut] {
 	case "flash_attn_forward":
 		O, lse, Q, K, V, mask := tn(0, 0), g(1), tn(2, 1), tn(3, 2), tn(4, 3), g(5)
 		return emuLaunch(cfg, func(t *emuThread) { faForward(t, hdp, O, lse, Q, K, V, mask, a) })
+	case "flash_attn_forward_tc":
+		O, lse, Q, K, V, mask := tn(0, 0), g(1), tn(2, 1), tn(3, 2), tn(4, 3), g(5)
+		// One float32 slot per bf16 element of the .cu's shared tiles.
+		cfg.shared *= 2
+		return emuLaunch(cfg, func(t *emuThread) { ftForward(t, hdp, O, lse, Q, K, V, mask, a) })
 	case "flash_attn_backward_dkdv":
 		dK, dV, dO, Q, K, V, mask, lse, D := g(0), g(1), g(2), tn(3, 1), tn(4, 2), tn(5, 3), g(6), g(7), g(8)
 		return emuLaunch(cfg, func(t *emuThread) { faBackwardDKDV(t, hdp, dK, dV, dO, Q, K, V, mask, lse, D, a) })

@@ -38,7 +38,7 @@ func TestFlashConstantsMatchSource(t *testing.T) {
 		}
 	}
 	b, _ := newFakeBackend(t, false)
-	nargs := map[flashKind]int{flashForward: 17, flashDKDV: 20, flashDQ: 19}
+	nargs := map[flashKind]int{flashForward: 17, flashDKDV: 20, flashDQ: 19, flashForwardTC: 16}
 	for _, kind := range flashKinds {
 		for _, hdp := range flashHeadDims {
 			if sig, ok := b.sigs[kind.kernel(hdp)]; !ok || len(sig) != nargs[kind] {
@@ -369,20 +369,26 @@ var flashCases = []flashCase{
 // TestEmulatedFlashAttention runs every case forward and backward on the
 // emulator, fp32 and bf16, against kernels.Reference: fp32 at the
 // conformance suite's 2e-5, bf16 at the model's bf16 tolerances, and the
-// bf16 fused path also against the bf16 cuBLAS path. It checks which
-// kernels ran, that every output element was written (out starts as NaN),
-// and that nothing outside the tensors changed.
+// bf16 fused path also against the bf16 cuBLAS path. bf16 runs twice: with
+// the tensor-core forward (an sm_90 device) and with the FMA forward (an
+// sm_75 one). It checks which kernels ran, that every output element was
+// written (out starts as NaN), and that nothing outside the tensors
+// changed.
 func TestEmulatedFlashAttention(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	for _, c := range flashCases {
-		for _, bf16 := range []bool{false, true} {
+		for _, mode := range []string{"fp32", "bf16", "bf16/sm75"} {
+			bf16 := mode != "fp32"
 			name := c.name
 			if bf16 {
-				name += "/bf16"
+				name += "/" + mode
 			}
 			t.Run(name, func(t *testing.T) {
 				b, f := newFakeBackend(t, bf16)
 				f.emulate = true
+				if mode == "bf16/sm75" {
+					b.tensorCores = false
+				}
 				gemmBackend, gf := newFakeBackend(t, bf16)
 				gf.emulate = true
 				gemmBackend.attention = attnGEMM
@@ -392,7 +398,7 @@ func TestEmulatedFlashAttention(t *testing.T) {
 				if err := b.Synchronize(); err != nil {
 					t.Fatal(err)
 				}
-				checkLaunches(t, c, f)
+				checkLaunches(t, c, f, b.forwardKind())
 				checkUntouched(t, c, got)
 				ref.runReference()
 				outTol, gradTol := kernelstest.Tol, kernelstest.Tol
@@ -421,11 +427,11 @@ func TestEmulatedFlashAttention(t *testing.T) {
 // checkLaunches: the fused kernels at the expected padded head dim, and
 // nothing of the cuBLAS path (or the reverse); the dK/dV and dQ kernels
 // only when their gradients are wanted, with the opt-in above 48 KiB.
-func checkLaunches(t *testing.T, c flashCase, f *fakeDevice) {
+func checkLaunches(t *testing.T, c flashCase, f *fakeDevice, forward flashKind) {
 	t.Helper()
 	var want []string
 	if hdp := c.wantKernelsAtHeadDp; hdp != 0 {
-		want = append(want, "attn_rowdot", flashForward.kernel(hdp))
+		want = append(want, "attn_rowdot", forward.kernel(hdp))
 		if !c.noDK || !c.noDV {
 			want = append(want, flashDKDV.kernel(hdp))
 		}
@@ -469,7 +475,7 @@ func TestFlashFallsBackWhereSharedMemoryIsShort(t *testing.T) {
 		if err := b.Synchronize(); err != nil {
 			t.Fatal(err)
 		}
-		checkLaunches(t, c, f)
+		checkLaunches(t, c, f, b.forwardKind())
 		if len(f.optIns) != 0 {
 			t.Errorf("%s: opt-ins %v", c.name, f.optIns)
 		}

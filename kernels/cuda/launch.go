@@ -221,16 +221,20 @@ const (
 	flashBCBwd   = 32 // keys per tile, backward
 )
 
-// flashKind is one of the three fused attention kernels.
+// flashKind is one of the fused attention kernels.
 type flashKind int
 
 const (
 	flashForward flashKind = iota
 	flashDKDV
 	flashDQ
+	// flashForwardTC is flashForward on tensor cores
+	// (flash_attention_tc.cu): the mixed-precision backend's forward on
+	// sm_80 and later.
+	flashForwardTC
 )
 
-var flashKinds = []flashKind{flashForward, flashDKDV, flashDQ}
+var flashKinds = []flashKind{flashForward, flashDKDV, flashDQ, flashForwardTC}
 
 // flashHeadDims are the padded head dims the kernels are instantiated for
 // (multiples of 16, flash_attention.cu's thread layout); 80 serves bench-L's
@@ -251,12 +255,16 @@ func flashHeadDim(hd int) int {
 
 // kernel names the instantiation for padded head dim hdp.
 func (k flashKind) kernel(hdp int) string {
-	return fmt.Sprintf("flash_attn_%s_%d", [...]string{"forward", "backward_dkdv", "backward_dq"}[k], hdp)
+	return fmt.Sprintf("flash_attn_%s_%d", [...]string{"forward", "backward_dkdv", "backward_dq", "forward_tc"}[k], hdp)
 }
 
 // flashShared is the dynamic shared memory of kind at padded head dim hdp:
-// flash_attention.cu's carve-up, fp32 tiles with rows padded by one float.
+// flash_attention.cu's carve-up, fp32 tiles with rows padded by one float
+// (flash_attention_tc.cu's: bf16 tiles with rows padded by 8 values).
 func flashShared(kind flashKind, hdp int) int {
+	if kind == flashForwardTC { // sQ [BR], sK, sV [BC] of hdp+8 bf16
+		return 2 * (flashBR + 2*flashBCFwd) * (hdp + 8)
+	}
 	ld := hdp + 1
 	var floats int
 	switch kind {

@@ -1,0 +1,217 @@
+// flash_attention_tc.cu: the fused attention forward on tensor cores, for
+// the mixed-precision backend. Same contract, layout, storage bits (st: 0 O,
+// 1 Q, 2 K, 3 V), head-dim instantiations and results as fa_forward in
+// flash_attention.cu with bf16 != 0: Q, K, V rounded to bf16, the
+// un-normalised probabilities rounded to bf16 before the PV product, fp32
+// accumulation, a fully masked row's output zero and its lse +inf.
+//
+// Products: mma.sync.aligned.m16n8k16 (bf16 operands, fp32 accumulators),
+// sm_80 and later. Each of the block's 4 warps owns 16 query rows of the
+// 64-row tile. Fragment layout (PTX ISA, "Matrix Fragments for mma.m16n8k16
+// with floating point type"), with g = lane/4 and t = lane%4:
+//   A (16x16, row-major): a0 = (row g,   cols 2t, 2t+1), a1 = (row g+8, same),
+//                         a2 = (row g,   cols 2t+8, 2t+9), a3 = (row g+8, same);
+//   B (16x8, "col"):      b0 = (rows 2t, 2t+1, col g), b1 = (rows 2t+8, 2t+9, col g);
+//   C/D (16x8, fp32):     c0, c1 = (row g, cols 2t, 2t+1), c2, c3 = (row g+8, same),
+// each register holding two bf16 values, the lower index in the low half.
+// S = Q K^T takes Q's rows as A and K's rows (a [key][dim] tile is B in
+// "col" layout) as B; the S accumulators of two adjacent 8-key tiles are,
+// element for element, the A fragment of P for the next product, so P
+// never leaves registers; O += P V reads B from the [key][dim] V tile.
+//
+// Shared memory: Q, K and V tiles as bf16 [rows][HDP+8] (rows padded by 16
+// bytes, so a fragment load's 32 lanes hit distinct banks): 3*64*(HDP+8)*2
+// bytes, 52 KB at HDP 128 (launch.go's flashShared).
+
+#define FT_LD(HDP) ((HDP) + 8)
+
+// ft_mma: d += a*b for one m16n8k16 tile (bf16 in, fp32 accumulate).
+// bf16 mma needs sm_80: on older devices the module still compiles, and
+// the host never launches these kernels there (Backend.tensorCores).
+__device__ __forceinline__ void ft_mma(float d[4], const unsigned int a[4], const unsigned int b[2]) {
+#if __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    __trap();
+#endif
+}
+
+// ft_pack: lo and hi rounded to bf16 in one register, lo in the low half.
+__device__ __forceinline__ unsigned int ft_pack(float lo, float hi) {
+    return (unsigned int)fmt_bf16(lo) | ((unsigned int)fmt_bf16(hi) << 16);
+}
+
+// ft_pair: the two bf16 values at tile[i] and tile[i+1] (i even) as one register.
+__device__ __forceinline__ unsigned int ft_pair(const unsigned short* tile, int i) {
+    return *(const unsigned int*)(tile + i);
+}
+
+// ft_load_tile: rows [row0, row0+rows) of one head into the bf16 tile
+// [rows][HDP+8], rounded to bf16, zero past n rows and hd columns. All
+// threads of the block.
+template <int HDP>
+__device__ __forceinline__ void ft_load_tile(unsigned short* tile, int rows, const void* src, int sbf, long long base, int row0, int n, int hd, int rowStride) {
+    for (int idx = threadIdx.x; idx < rows * HDP; idx += FA_THREADS) {
+        int r = idx / HDP, c = idx % HDP;
+        float v = 0.0f;
+        if (row0 + r < n && c < hd) v = fmt_ld(src, base + (long long)(row0 + r) * rowStride + c, sbf);
+        tile[r * FT_LD(HDP) + c] = fmt_bf16(v);
+    }
+}
+
+// ft_forward: one block per FA_BR query rows of one (b, h); warp w owns
+// rows 16w..16w+15 of the tile, lane (g, t) the rows g and g+8 of those in
+// its S and O fragments. A row's 4 lanes (a quad) reduce its max and sum
+// with shuffles.
+template <int HDP>
+__device__ void ft_forward(void* O, float* lse, const void* Q, const void* K, const void* V, const float* mask,
+                           int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int st) {
+    constexpr int BR = FA_BR, BC = FA_BC_FWD, LD = FT_LD(HDP), KS = HDP / 16, NT = BC / 8, DT = HDP / 8;
+    unsigned short* sQ = (unsigned short*)fa_smem;
+    unsigned short* sK = sQ + BR * LD;
+    unsigned short* sV = sK + BC * LD;
+    int tiles = (Nq + BR - 1) / BR;
+    int tile = blockIdx.x % tiles, bh = blockIdx.x / tiles;
+    int b = bh / heads, h = bh % heads;
+    int q0 = tile * BR;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int g = lane / 4, t = lane % 4, r0 = warp * 16;
+    const float* mk = mask ? mask + (long long)b * Nk : 0;
+    ft_load_tile<HDP>(sQ, BR, Q, FMT_BF(st, 1), (long long)b * Nq * qrow + h * hd, q0, Nq, hd, qrow);
+    __syncthreads();
+    // The warp's Q rows as A fragments, one per 16 head dims.
+    unsigned int qa[KS][4];
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+        int i = (r0 + g) * LD + kk * 16 + 2 * t;
+        qa[kk][0] = ft_pair(sQ, i);
+        qa[kk][1] = ft_pair(sQ, i + 8 * LD);
+        qa[kk][2] = ft_pair(sQ, i + 8);
+        qa[kk][3] = ft_pair(sQ, i + 8 * LD + 8);
+    }
+    // Rows g (index 0) and g+8 (index 1) of the warp's 16.
+    float m[2] = {-FMT_INF, -FMT_INF}, l[2] = {0.0f, 0.0f};
+    float acc[DT][4];
+#pragma unroll
+    for (int d = 0; d < DT; d++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[d][i] = 0.0f;
+    for (int k0 = 0; k0 < Nk; k0 += BC) {
+        __syncthreads(); // the last tile's sK, sV reads are done
+        ft_load_tile<HDP>(sK, BC, K, FMT_BF(st, 2), (long long)b * Nk * krow + h * hd, k0, Nk, hd, krow);
+        ft_load_tile<HDP>(sV, BC, V, FMT_BF(st, 3), (long long)b * Nk * vrow + h * hd, k0, Nk, hd, vrow);
+        __syncthreads();
+        // S = Q K^T: s[j] holds keys 8j + 2t, 8j + 2t + 1 of rows g, g+8.
+        float s[NT][4];
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) s[j][i] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                int i = (8 * j + g) * LD + kk * 16 + 2 * t;
+                unsigned int kb[2] = {ft_pair(sK, i), ft_pair(sK, i + 8)};
+                ft_mma(s[j], qa[kk], kb);
+            }
+        }
+        float mx[2] = {-FMT_INF, -FMT_INF};
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                bool keep = fa_keep(mk, k0 + 8 * j + 2 * t + (i & 1), Nk);
+                s[j][i] = keep ? s[j][i] * scale : -FMT_INF;
+                mx[i / 2] = fmaxf(mx[i / 2], s[j][i]);
+            }
+#pragma unroll
+        for (int o = 1; o < 4; o <<= 1)
+#pragma unroll
+            for (int r = 0; r < 2; r++) mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], o));
+        float alpha[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float mnew = fmaxf(m[r], mx[r]);
+            // A row with no key kept so far has l = acc = 0: alpha 0, p 0,
+            // and no exp(-inf - -inf).
+            alpha[r] = m[r] == -FMT_INF ? 0.0f : expf(m[r] - mnew);
+            m[r] = mnew;
+            l[r] *= alpha[r];
+        }
+#pragma unroll
+        for (int d = 0; d < DT; d++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc[d][i] *= alpha[i / 2];
+        // P = exp(S - m), summed unrounded, rounded to bf16 as the A
+        // fragments of 16-key steps: tiles 2kk and 2kk+1.
+        float sum[2] = {0.0f, 0.0f};
+        unsigned int pa[NT / 2][4];
+#pragma unroll
+        for (int kk = 0; kk < NT / 2; kk++) {
+            float p[2][4];
+#pragma unroll
+            for (int jj = 0; jj < 2; jj++)
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    float v = s[2 * kk + jj][i];
+                    p[jj][i] = v == -FMT_INF ? 0.0f : expf(v - m[i / 2]);
+                    sum[i / 2] += p[jj][i];
+                }
+            pa[kk][0] = ft_pack(p[0][0], p[0][1]);
+            pa[kk][1] = ft_pack(p[0][2], p[0][3]);
+            pa[kk][2] = ft_pack(p[1][0], p[1][1]);
+            pa[kk][3] = ft_pack(p[1][2], p[1][3]);
+        }
+#pragma unroll
+        for (int o = 1; o < 4; o <<= 1)
+#pragma unroll
+            for (int r = 0; r < 2; r++) sum[r] += __shfl_xor_sync(0xffffffffu, sum[r], o);
+#pragma unroll
+        for (int r = 0; r < 2; r++) l[r] += sum[r];
+        // O += P V: B holds keys 16kk + 2t, +1 (+8, +9) of head dim 8d + g.
+#pragma unroll
+        for (int kk = 0; kk < NT / 2; kk++)
+#pragma unroll
+            for (int d = 0; d < DT; d++) {
+                const unsigned short* v = sV + (16 * kk + 2 * t) * LD + 8 * d + g;
+                unsigned int vb[2] = {(unsigned int)v[0] | ((unsigned int)v[LD] << 16),
+                                      (unsigned int)v[8 * LD] | ((unsigned int)v[9 * LD] << 16)};
+                ft_mma(acc[d], pa[kk], vb);
+            }
+    }
+    long long rowBase = (long long)bh * Nq;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int row = q0 + r0 + g + 8 * r;
+        if (row >= Nq) continue;
+        // Every key masked (or none): zero output, lse = +inf.
+        bool none = m[r] == -FMT_INF;
+        float inv = none ? 0.0f : 1.0f / l[r];
+        long long o = ((long long)b * Nq + row) * orow + h * hd;
+#pragma unroll
+        for (int d = 0; d < DT; d++)
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                int col = 8 * d + 2 * t + c;
+                if (col < hd) fmt_st(O, o + col, acc[d][2 * r + c] * inv, FMT_BF(st, 0));
+            }
+        if (t == 0) lse[rowBase + row] = none ? FMT_INF : m[r] + logf(l[r]);
+    }
+}
+
+extern "C" __global__ void flash_attn_forward_tc_32(void* O, float* lse, const void* Q, const void* K, const void* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int st) {
+    ft_forward<32>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, st);
+}
+extern "C" __global__ void flash_attn_forward_tc_64(void* O, float* lse, const void* Q, const void* K, const void* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int st) {
+    ft_forward<64>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, st);
+}
+extern "C" __global__ void flash_attn_forward_tc_80(void* O, float* lse, const void* Q, const void* K, const void* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int st) {
+    ft_forward<80>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, st);
+}
+extern "C" __global__ void flash_attn_forward_tc_96(void* O, float* lse, const void* Q, const void* K, const void* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int st) {
+    ft_forward<96>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, st);
+}
+extern "C" __global__ void flash_attn_forward_tc_128(void* O, float* lse, const void* Q, const void* K, const void* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int st) {
+    ft_forward<128>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, st);
+}
