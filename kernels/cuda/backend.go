@@ -40,7 +40,6 @@ import (
 	"log/slog"
 	"math"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
@@ -1056,11 +1055,8 @@ func (b *Backend) AttentionForward(out, lse, q, k, v, mask []float32, d kernels.
 	im := o.arg(mask, d.B*d.Nk, false)
 	if o.start() {
 		if hdp := b.flashFor(d); hdp != 0 {
-			kind, dims := b.forwardKind(), o.flashDims(d, o.storage(iout, iq, ik, iv))
-			if kind == flashForwardTC {
-				dims = slices.Delete(dims, 9, 10) // always bf16: no bf16 argument
-			}
-			o.launchOptIn(kind.kernel(hdp), flashCfg(kind, d, hdp), append([]any{o.p(iout), o.p(ilse), o.p(iq), o.p(ik), o.p(iv), o.p(im)}, dims...)...)
+			kind := b.flashKind(flashForward)
+			o.launchOptIn(kind.kernel(hdp), flashCfg(kind, d, hdp), append([]any{o.p(iout), o.p(ilse), o.p(iq), o.p(ik), o.p(iv), o.p(im)}, o.flashDims(kind, d, o.storage(iout, iq, ik, iv))...)...)
 		} else {
 			o.gemmAttentionForward(o.p(iout), o.p(ilse), o.p(iq), o.p(ik), o.p(iv), o.p(im), []int{qs, ks, vs}, d)
 		}
@@ -1094,13 +1090,14 @@ func (b *Backend) AttentionBackward(dq, dk, dv, dout, q, k, v, mask, out, lse []
 	o.end()
 }
 
-// forwardKind is the fused attention forward this backend runs: on
-// tensor cores for bf16 on sm_80 and later, else the FMA kernel.
-func (b *Backend) forwardKind() flashKind {
+// flashKind is the fused attention kernel this backend runs for k (one of
+// flashForward, flashDKDV, flashDQ): on tensor cores for bf16 on sm_80 and
+// later, else the FMA kernel.
+func (b *Backend) flashKind(k flashKind) flashKind {
 	if b.bf16 && b.tensorCores {
-		return flashForwardTC
+		return k + flashForwardTC
 	}
-	return flashForward
+	return k
 }
 
 // rowdotStorage is attn_rowdot's st (bit 2 O) from an attnPtrs.st.
@@ -1126,14 +1123,19 @@ func (b *Backend) flashFor(d kernels.AttentionDims) int {
 	return hdp
 }
 
-// flashDims are the fused kernels' trailing arguments (heads … st); st
-// marks the tensors stored as bf16 (bit 0 O, 1 Q, 2 K, 3 V).
-func (o *op) flashDims(d kernels.AttentionDims, st int32) []any {
-	bf16 := int32(0)
-	if o.b.bf16 {
-		bf16 = 1
+// flashDims are kind's trailing arguments (heads … st); st marks the
+// tensors stored as bf16 (bit 0 O, 1 Q, 2 K, 3 V). The tensor-core
+// kernels, always bf16, take no bf16 argument.
+func (o *op) flashDims(kind flashKind, d kernels.AttentionDims, st int32) []any {
+	dims := []any{int32(d.Heads), int32(d.Nq), int32(d.Nk), int32(d.HeadDim), int32(d.QRow), int32(d.KRow), int32(d.VRow), int32(d.ORow), d.Scale}
+	if !kind.tensorCores() {
+		bf16 := int32(0)
+		if o.b.bf16 {
+			bf16 = 1
+		}
+		dims = append(dims, bf16)
 	}
-	return []any{int32(d.Heads), int32(d.Nq), int32(d.Nk), int32(d.HeadDim), int32(d.QRow), int32(d.KRow), int32(d.VRow), int32(d.ORow), d.Scale, bf16, st}
+	return append(dims, st)
 }
 
 // attnPtrs are the device addresses of an attention backward's arguments
@@ -1153,12 +1155,13 @@ func (o *op) flashAttentionBackward(p attnPtrs, d kernels.AttentionDims, hdp int
 	rows := d.B * d.Heads * d.Nq
 	D := o.scratch32(rows)
 	o.elementwise("attn_rowdot", int64(rows), D, p.dout, p.out, int32(d.B), int32(d.Heads), int32(d.Nq), int32(d.HeadDim), int32(d.ORow), rowdotStorage(p.st))
-	dims := o.flashDims(d, p.st&^1)
 	if p.dk != 0 || p.dv != 0 {
-		o.launchOptIn(flashDKDV.kernel(hdp), flashCfg(flashDKDV, d, hdp), append([]any{p.dk, p.dv, p.dout, p.q, p.k, p.v, p.mask, p.lse, D}, dims...)...)
+		kind := o.b.flashKind(flashDKDV)
+		o.launchOptIn(kind.kernel(hdp), flashCfg(kind, d, hdp), append([]any{p.dk, p.dv, p.dout, p.q, p.k, p.v, p.mask, p.lse, D}, o.flashDims(kind, d, p.st&^1)...)...)
 	}
 	if p.dq != 0 {
-		o.launchOptIn(flashDQ.kernel(hdp), flashCfg(flashDQ, d, hdp), append([]any{p.dq, p.dout, p.q, p.k, p.v, p.mask, p.lse, D}, dims...)...)
+		kind := o.b.flashKind(flashDQ)
+		o.launchOptIn(kind.kernel(hdp), flashCfg(kind, d, hdp), append([]any{p.dq, p.dout, p.q, p.k, p.v, p.mask, p.lse, D}, o.flashDims(kind, d, p.st&^1)...)...)
 	}
 }
 

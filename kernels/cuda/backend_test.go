@@ -102,8 +102,11 @@ func TestLaunchShapesForBenchConfigs(t *testing.T) {
 					t.Errorf("%s: %v", c.name, err)
 				}
 				n, tile := N, flashBR
-				if kind == flashDKDV {
+				switch kind {
+				case flashDKDV:
 					n, tile = nk, flashBCBwd
+				case flashDKDVTC:
+					n = nk
 				}
 				if per := cfg.grid.X / (c.B * c.heads); cfg.grid.X%(c.B*c.heads) != 0 || per*tile < n || (per-1)*tile >= n || cfg.block.X != flashThreads {
 					t.Errorf("%s: %s grid %v block %v for %d rows", c.name, kind.kernel(hdp), cfg.grid, cfg.block, n)
@@ -275,16 +278,20 @@ func TestEveryOpOnFakeDevice(t *testing.T) {
 					}
 					// fp32 never rounds to bf16; bf16 adds biases in cuBLASLt's
 					// epilogue; only a bias-less linear layer into bf16 storage
-					// (its GEMM into scratch) uses bias_store. The attention
-					// forward is the FMA kernel in fp32, the tensor-core one in
-					// bf16 (TestEmulatedFlashAttention runs the other too).
+					// (its GEMM into scratch) uses bias_store. The fused
+					// attention kernels are the FMA ones in fp32, the tensor-core
+					// ones in bf16 (TestEmulatedFlashAttention runs the FMA ones
+					// in bf16 too).
 					skip := map[bool][]string{false: {"cast_bf16", "bias_store"}, true: {"bias_add", "bias_store"}}[bf16]
 					if mem == "store" {
 						skip = skip[:1]
 					}
-					unused := map[bool]flashKind{false: flashForwardTC, true: flashForward}[bf16]
-					for _, hdp := range flashHeadDims {
-						skip = append(skip, unused.kernel(hdp))
+					for _, k := range flashKinds {
+						if k.tensorCores() != bf16 {
+							for _, hdp := range flashHeadDims {
+								skip = append(skip, k.kernel(hdp))
+							}
+						}
 					}
 					var all []string
 					for k := range b.sigs {

@@ -196,3 +196,194 @@ func ftForward(t *emuThread, hdp int, O emuTensor, lse []float32, Q, K, V emuTen
 		}
 	}
 }
+
+// ftBRows is ft_b_rows.
+func ftBRows(hdp int, tile []float32, kk, n0, g, t int) [2]faPair {
+	ld := hdp + 8
+	p := (16*kk+2*t)*ld + n0 + g
+	return [2]faPair{{tile[p], tile[p+ld]}, {tile[p+8*ld], tile[p+9*ld]}}
+}
+
+// ftBCols is ft_b_cols.
+func ftBCols(hdp int, tile []float32, kk, n0, g, t int) [2]faPair {
+	i := (n0+g)*(hdp+8) + kk*16 + 2*t
+	return [2]faPair{ftPair(tile, i), ftPair(tile, i+8)}
+}
+
+// ftARows is ft_a_rows.
+func ftARows(hdp int, tile []float32, kk, r0, g, t int) [4]faPair {
+	ld := hdp + 8
+	i := (r0+g)*ld + kk*16 + 2*t
+	return [4]faPair{ftPair(tile, i), ftPair(tile, i+8*ld), ftPair(tile, i+8), ftPair(tile, i+8*ld+8)}
+}
+
+// ftAFromC is ft_a_from_c.
+func ftAFromC(c0, c1 [4]float32) [4]faPair {
+	return [4]faPair{ftPack(c0[0], c0[1]), ftPack(c0[2], c0[3]), ftPack(c1[0], c1[1]), ftPack(c1[2], c1[3])}
+}
+
+// ftBackwardDKDV is ft_backward_dkdv.
+func ftBackwardDKDV(t *emuThread, hdp int, dK, dV, dO []float32, Q, K, V emuTensor, mask, lse, D []float32, a faArgs) {
+	BK, BQ, LD, KS, NT, DT := flashBR, flashBCBwd, hdp+8, hdp/16, flashBCBwd/8, hdp/8
+	sK := t.b.smem
+	sV := sK[BK*LD:]
+	sQ := sV[BK*LD:]
+	sdO := sQ[BQ*LD:]
+	sL := sdO[BQ*LD:]
+	sD := sL[BQ:]
+	tiles := (a.nk + BK - 1) / BK
+	tile, bh := t.b.idx%tiles, t.b.idx/tiles
+	b, h := bh/a.heads, bh%a.heads
+	k0 := tile * BK
+	warp, lane := t.tid/32, t.tid%32
+	g, tq, r0 := lane/4, lane%4, warp*16
+	var mk []float32
+	if mask != nil {
+		mk = mask[b*a.nk:]
+	}
+	rowBase := bh * a.nq
+	ftLoadTile(t, hdp, sK, BK, K, b*a.nk*a.krow+h*a.hd, k0, a.nk, a.hd, a.krow)
+	ftLoadTile(t, hdp, sV, BK, V, b*a.nk*a.vrow+h*a.hd, k0, a.nk, a.hd, a.vrow)
+	keep := [2]bool{faKeep(mk, k0+r0+g, a.nk), faKeep(mk, k0+r0+g+8, a.nk)}
+	dk, dv := make([][4]float32, DT), make([][4]float32, DT)
+	for q0 := 0; q0 < a.nq; q0 += BQ {
+		t.syncthreads()
+		ftLoadTile(t, hdp, sQ, BQ, Q, b*a.nq*a.qrow+h*a.hd, q0, a.nq, a.hd, a.qrow)
+		ftLoadTile(t, hdp, sdO, BQ, emuTensor{f: dO}, b*a.nq*a.orow+h*a.hd, q0, a.nq, a.hd, a.orow)
+		for r := t.tid; r < BQ; r += flashThreads {
+			sL[r], sD[r] = faInf, 0
+			if q0+r < a.nq {
+				sL[r], sD[r] = lse[rowBase+q0+r], D[rowBase+q0+r]
+			}
+		}
+		t.syncthreads()
+		s, dp := make([][4]float32, NT), make([][4]float32, NT)
+		for kk := range KS {
+			ka, va := ftARows(hdp, sK, kk, r0, g, tq), ftARows(hdp, sV, kk, r0, g, tq)
+			for j := range NT {
+				t.ftMMA(&s[j], ka, ftBCols(hdp, sQ, kk, 8*j, g, tq))
+				t.ftMMA(&dp[j], va, ftBCols(hdp, sdO, kk, 8*j, g, tq))
+			}
+		}
+		for j := range NT {
+			for i := range 4 {
+				q := 8*j + 2*tq + i&1
+				l := sL[q]
+				p := float32(0)
+				if l != faInf && keep[i/2] {
+					p = expf(s[j][i]*a.scale - l)
+				}
+				s[j][i] = p
+				dp[j][i] = p * (dp[j][i] - sD[q]) * a.scale
+			}
+		}
+		for kk := range NT / 2 {
+			pa, dsa := ftAFromC(s[2*kk], s[2*kk+1]), ftAFromC(dp[2*kk], dp[2*kk+1])
+			for d := range DT {
+				if dV != nil {
+					t.ftMMA(&dv[d], pa, ftBRows(hdp, sdO, kk, 8*d, g, tq))
+				}
+				if dK != nil {
+					t.ftMMA(&dk[d], dsa, ftBRows(hdp, sQ, kk, 8*d, g, tq))
+				}
+			}
+		}
+	}
+	for r := range 2 {
+		key := k0 + r0 + g + 8*r
+		if key >= a.nk {
+			continue
+		}
+		for d := range DT {
+			for c := range 2 {
+				col := 8*d + 2*tq + c
+				if col >= a.hd {
+					continue
+				}
+				if dK != nil {
+					dK[(b*a.nk+key)*a.krow+h*a.hd+col] += dk[d][2*r+c]
+				}
+				if dV != nil {
+					dV[(b*a.nk+key)*a.vrow+h*a.hd+col] += dv[d][2*r+c]
+				}
+			}
+		}
+	}
+}
+
+// ftBackwardDQ is ft_backward_dq.
+func ftBackwardDQ(t *emuThread, hdp int, dQ, dO []float32, Q, K, V emuTensor, mask, lse, D []float32, a faArgs) {
+	BR, BC, LD, KS, NT, DT := flashBR, flashBCBwd, hdp+8, hdp/16, flashBCBwd/8, hdp/8
+	sQ := t.b.smem
+	sdO := sQ[BR*LD:]
+	sK := sdO[BR*LD:]
+	sV := sK[BC*LD:]
+	tiles := (a.nq + BR - 1) / BR
+	tile, bh := t.b.idx%tiles, t.b.idx/tiles
+	b, h := bh/a.heads, bh%a.heads
+	q0 := tile * BR
+	warp, lane := t.tid/32, t.tid%32
+	g, tq, r0 := lane/4, lane%4, warp*16
+	var mk []float32
+	if mask != nil {
+		mk = mask[b*a.nk:]
+	}
+	rowBase := bh * a.nq
+	ftLoadTile(t, hdp, sQ, BR, Q, b*a.nq*a.qrow+h*a.hd, q0, a.nq, a.hd, a.qrow)
+	ftLoadTile(t, hdp, sdO, BR, emuTensor{f: dO}, b*a.nq*a.orow+h*a.hd, q0, a.nq, a.hd, a.orow)
+	t.syncthreads()
+	qa, da := make([][4]faPair, KS), make([][4]faPair, KS)
+	for kk := range KS {
+		qa[kk], da[kk] = ftARows(hdp, sQ, kk, r0, g, tq), ftARows(hdp, sdO, kk, r0, g, tq)
+	}
+	var L, Dr [2]float32
+	for r := range 2 {
+		L[r] = faInf
+		if row := q0 + r0 + g + 8*r; row < a.nq {
+			L[r], Dr[r] = lse[rowBase+row], D[rowBase+row]
+		}
+	}
+	acc := make([][4]float32, DT)
+	for k0 := 0; k0 < a.nk; k0 += BC {
+		t.syncthreads()
+		ftLoadTile(t, hdp, sK, BC, K, b*a.nk*a.krow+h*a.hd, k0, a.nk, a.hd, a.krow)
+		ftLoadTile(t, hdp, sV, BC, V, b*a.nk*a.vrow+h*a.hd, k0, a.nk, a.hd, a.vrow)
+		t.syncthreads()
+		s, dp := make([][4]float32, NT), make([][4]float32, NT)
+		for j := range NT {
+			for kk := range KS {
+				t.ftMMA(&s[j], qa[kk], ftBCols(hdp, sK, kk, 8*j, g, tq))
+				t.ftMMA(&dp[j], da[kk], ftBCols(hdp, sV, kk, 8*j, g, tq))
+			}
+		}
+		for j := range NT {
+			for i := range 4 {
+				l := L[i/2]
+				p := float32(0)
+				if l != faInf && faKeep(mk, k0+8*j+2*tq+i&1, a.nk) {
+					p = expf(s[j][i]*a.scale - l)
+				}
+				dp[j][i] = p * (dp[j][i] - Dr[i/2]) * a.scale
+			}
+		}
+		for kk := range NT / 2 {
+			dsa := ftAFromC(dp[2*kk], dp[2*kk+1])
+			for d := range DT {
+				t.ftMMA(&acc[d], dsa, ftBRows(hdp, sK, kk, 8*d, g, tq))
+			}
+		}
+	}
+	for r := range 2 {
+		row := q0 + r0 + g + 8*r
+		if row >= a.nq {
+			continue
+		}
+		for d := range DT {
+			for c := range 2 {
+				if col := 8*d + 2*tq + c; col < a.hd {
+					dQ[(b*a.nq+row)*a.qrow+h*a.hd+col] += acc[d][2*r+c]
+				}
+			}
+		}
+	}
+}

@@ -245,7 +245,7 @@ func emuFlash(f *fakeDevice, name string, cfg launchCfg, args []any) error {
 	}
 	g := func(i int) []float32 { return f.mem(args[i].(cu.DevicePtr)) }
 	var a faArgs
-	if strings.HasPrefix(name, "flash_attn_forward_tc_") { // no bf16 argument: always bf16
+	if strings.Contains(name, "_tc_") { // no bf16 argument: always bf16
 		tail := args[len(args)-10:]
 		i32 := func(i int) int { return int(tail[i].(int32)) }
 		a = faArgs{heads: i32(0), nq: i32(1), nk: i32(2), hd: i32(3), qrow: i32(4), krow: i32(5), vrow: i32(6), orow: i32(7), scale: tail[8].(float32), bf16: true, st: i32(9)}
@@ -262,9 +262,13 @@ func emuFlash(f *fakeDevice, name string, cfg launchCfg, args []any) error {
 		return emuLaunch(cfg, func(t *emuThread) { faForward(t, hdp, O, lse, Q, K, V, mask, a) })
 	case "flash_attn_forward_tc":
 		O, lse, Q, K, V, mask := tn(0, 0), g(1), tn(2, 1), tn(3, 2), tn(4, 3), g(5)
-		// One float32 slot per bf16 element of the .cu's shared tiles.
-		cfg.shared *= 2
-		return emuLaunch(cfg, func(t *emuThread) { ftForward(t, hdp, O, lse, Q, K, V, mask, a) })
+		return emuLaunch(tcShared(cfg), func(t *emuThread) { ftForward(t, hdp, O, lse, Q, K, V, mask, a) })
+	case "flash_attn_backward_dkdv_tc":
+		dK, dV, dO, Q, K, V, mask, lse, D := g(0), g(1), g(2), tn(3, 1), tn(4, 2), tn(5, 3), g(6), g(7), g(8)
+		return emuLaunch(tcShared(cfg), func(t *emuThread) { ftBackwardDKDV(t, hdp, dK, dV, dO, Q, K, V, mask, lse, D, a) })
+	case "flash_attn_backward_dq_tc":
+		dQ, dO, Q, K, V, mask, lse, D := g(0), g(1), tn(2, 1), tn(3, 2), tn(4, 3), g(5), g(6), g(7)
+		return emuLaunch(tcShared(cfg), func(t *emuThread) { ftBackwardDQ(t, hdp, dQ, dO, Q, K, V, mask, lse, D, a) })
 	case "flash_attn_backward_dkdv":
 		dK, dV, dO, Q, K, V, mask, lse, D := g(0), g(1), g(2), tn(3, 1), tn(4, 2), tn(5, 3), g(6), g(7), g(8)
 		return emuLaunch(cfg, func(t *emuThread) { faBackwardDKDV(t, hdp, dK, dV, dO, Q, K, V, mask, lse, D, a) })
@@ -469,6 +473,13 @@ func TestEmulatedFlashStorage(t *testing.T) {
 			}
 		}
 	}
+}
+
+// tcShared gives a tensor-core kernel's emulation one float32 slot per
+// bf16 element of its shared tiles (and per float after them).
+func tcShared(cfg launchCfg) launchCfg {
+	cfg.shared *= 2
+	return cfg
 }
 
 // From here on, flash_attention.cu in Go, in its order. Template

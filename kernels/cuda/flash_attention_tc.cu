@@ -215,3 +215,288 @@ extern "C" __global__ void flash_attn_forward_tc_96(void* O, float* lse, const v
 extern "C" __global__ void flash_attn_forward_tc_128(void* O, float* lse, const void* Q, const void* K, const void* V, const float* mask, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int st) {
     ft_forward<128>(O, lse, Q, K, V, mask, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, st);
 }
+
+// The backward on tensor cores: the same two deterministic kernels as
+// flash_attention.cu's (one per key tile for dK and dV, one per query tile
+// for dQ; no atomics), with the same recomputation and rounding points: Q,
+// K, V and dO rounded to bf16 as loaded, P = exp(scale*q.k - lse) (0 for
+// dropped keys and rows with lse = +inf), dS = P*(dP - D)*scale, P and dS
+// rounded to bf16 before the dV, dK and dQ products. Key tiles hold
+// FA_BC_BWD keys in the dQ kernel; the dK/dV kernel owns FA_BR keys (16
+// per warp) and walks query tiles of FA_BC_BWD rows.
+
+// ft_b_rows: the B fragment of a [k][n] tile stored row-major (rows are
+// k): k = 16kk + 2t, +1 (+8, +9), n = n0 + g; two 16-bit loads a register.
+template <int HDP>
+__device__ __forceinline__ void ft_b_rows(unsigned int b[2], const unsigned short* tile, int kk, int n0, int g, int t) {
+    const unsigned short* p = tile + (16 * kk + 2 * t) * FT_LD(HDP) + n0 + g;
+    b[0] = (unsigned int)p[0] | ((unsigned int)p[FT_LD(HDP)] << 16);
+    b[1] = (unsigned int)p[8 * FT_LD(HDP)] | ((unsigned int)p[9 * FT_LD(HDP)] << 16);
+}
+
+// ft_b_cols: the B fragment of rows [n0, n0+8) of a [n][k] tile (rows are
+// n, "col" layout): n = n0 + g, k = 16kk + 2t, +1 (+8, +9).
+template <int HDP>
+__device__ __forceinline__ void ft_b_cols(unsigned int b[2], const unsigned short* tile, int kk, int n0, int g, int t) {
+    int i = (n0 + g) * FT_LD(HDP) + kk * 16 + 2 * t;
+    b[0] = ft_pair(tile, i);
+    b[1] = ft_pair(tile, i + 8);
+}
+
+// ft_a_rows: the A fragment of rows [r0, r0+16) of a [rows][k] tile, k
+// step kk.
+template <int HDP>
+__device__ __forceinline__ void ft_a_rows(unsigned int a[4], const unsigned short* tile, int kk, int r0, int g, int t) {
+    int i = (r0 + g) * FT_LD(HDP) + kk * 16 + 2 * t;
+    a[0] = ft_pair(tile, i);
+    a[1] = ft_pair(tile, i + 8 * FT_LD(HDP));
+    a[2] = ft_pair(tile, i + 8);
+    a[3] = ft_pair(tile, i + 8 * FT_LD(HDP) + 8);
+}
+
+// ft_a_from_c: the A fragment of k step kk from accumulators c of 8-column
+// tiles 2kk and 2kk+1, rounded to bf16.
+__device__ __forceinline__ void ft_a_from_c(unsigned int a[4], const float c0[4], const float c1[4]) {
+    a[0] = ft_pack(c0[0], c0[1]);
+    a[1] = ft_pack(c0[2], c0[3]);
+    a[2] = ft_pack(c1[0], c1[1]);
+    a[3] = ft_pack(c1[2], c1[3]);
+}
+
+// ft_backward_dkdv: one block per FA_BR keys of one (b, h); warp w owns keys
+// 16w..16w+15 of the tile (rows of S^T = K Q^T, P^T and dS^T) and their dK
+// and dV accumulators; query tiles of FA_BC_BWD rows are the columns.
+template <int HDP>
+__device__ void ft_backward_dkdv(float* dK, float* dV, const float* dO, const void* Q, const void* K, const void* V, const float* mask,
+                                 const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow,
+                                 float scale, int st) {
+    constexpr int BK = FA_BR, BQ = FA_BC_BWD, LD = FT_LD(HDP), KS = HDP / 16, NT = BQ / 8, DT = HDP / 8;
+    unsigned short* sK = (unsigned short*)fa_smem;
+    unsigned short* sV = sK + BK * LD;
+    unsigned short* sQ = sV + BK * LD;
+    unsigned short* sdO = sQ + BQ * LD;
+    float* sL = (float*)(sdO + BQ * LD);
+    float* sD = sL + BQ;
+    int tiles = (Nk + BK - 1) / BK;
+    int tile = blockIdx.x % tiles, bh = blockIdx.x / tiles;
+    int b = bh / heads, h = bh % heads;
+    int k0 = tile * BK;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int g = lane / 4, t = lane % 4, r0 = warp * 16;
+    const float* mk = mask ? mask + (long long)b * Nk : 0;
+    long long rowBase = (long long)bh * Nq;
+    ft_load_tile<HDP>(sK, BK, K, FMT_BF(st, 2), (long long)b * Nk * krow + h * hd, k0, Nk, hd, krow);
+    ft_load_tile<HDP>(sV, BK, V, FMT_BF(st, 3), (long long)b * Nk * vrow + h * hd, k0, Nk, hd, vrow);
+    // The lane's keys g and g+8 of the warp's 16.
+    bool keep[2] = {fa_keep(mk, k0 + r0 + g, Nk), fa_keep(mk, k0 + r0 + g + 8, Nk)};
+    float dk[DT][4], dv[DT][4];
+#pragma unroll
+    for (int d = 0; d < DT; d++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) dk[d][i] = dv[d][i] = 0.0f;
+    for (int q0 = 0; q0 < Nq; q0 += BQ) {
+        __syncthreads(); // the last tile's sQ, sdO, sL, sD reads are done (sK, sV are written, the first time)
+        ft_load_tile<HDP>(sQ, BQ, Q, FMT_BF(st, 1), (long long)b * Nq * qrow + h * hd, q0, Nq, hd, qrow);
+        ft_load_tile<HDP>(sdO, BQ, dO, 0, (long long)b * Nq * orow + h * hd, q0, Nq, hd, orow);
+        for (int r = threadIdx.x; r < BQ; r += FA_THREADS) {
+            bool in = q0 + r < Nq;
+            sL[r] = in ? lse[rowBase + q0 + r] : FMT_INF;
+            sD[r] = in ? D[rowBase + q0 + r] : 0.0f;
+        }
+        __syncthreads();
+        // S^T = K Q^T and dP^T = V dO^T: s[j], dp[j] hold queries 8j + 2t, +1.
+        float s[NT][4], dp[NT][4];
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) s[j][i] = dp[j][i] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) {
+            unsigned int ka[4], va[4];
+            ft_a_rows<HDP>(ka, sK, kk, r0, g, t);
+            ft_a_rows<HDP>(va, sV, kk, r0, g, t);
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                unsigned int qb[2], ob[2];
+                ft_b_cols<HDP>(qb, sQ, kk, 8 * j, g, t);
+                ft_b_cols<HDP>(ob, sdO, kk, 8 * j, g, t);
+                ft_mma(s[j], ka, qb);
+                ft_mma(dp[j], va, ob);
+            }
+        }
+        // P^T into s, dS^T into dp.
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int q = 8 * j + 2 * t + (i & 1);
+                float l = sL[q];
+                float p = (l == FMT_INF || !keep[i / 2]) ? 0.0f : expf(s[j][i] * scale - l);
+                s[j][i] = p;
+                dp[j][i] = p * (dp[j][i] - sD[q]) * scale;
+            }
+        // dV += P^T dO and dK += dS^T Q over the tile's queries.
+#pragma unroll
+        for (int kk = 0; kk < NT / 2; kk++) {
+            unsigned int pa[4], dsa[4];
+            ft_a_from_c(pa, s[2 * kk], s[2 * kk + 1]);
+            ft_a_from_c(dsa, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+            for (int d = 0; d < DT; d++) {
+                unsigned int b[2];
+                if (dV) {
+                    ft_b_rows<HDP>(b, sdO, kk, 8 * d, g, t);
+                    ft_mma(dv[d], pa, b);
+                }
+                if (dK) {
+                    ft_b_rows<HDP>(b, sQ, kk, 8 * d, g, t);
+                    ft_mma(dk[d], dsa, b);
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int key = k0 + r0 + g + 8 * r;
+        if (key >= Nk) continue;
+#pragma unroll
+        for (int d = 0; d < DT; d++)
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                int col = 8 * d + 2 * t + c;
+                if (col >= hd) continue;
+                if (dK) dK[((long long)b * Nk + key) * krow + h * hd + col] += dk[d][2 * r + c];
+                if (dV) dV[((long long)b * Nk + key) * vrow + h * hd + col] += dv[d][2 * r + c];
+            }
+    }
+}
+
+// ft_backward_dq: one block per FA_BR query rows of one (b, h); warp w owns
+// rows 16w..16w+15 (its Q and dO rows stay in registers as A fragments)
+// and walks key tiles of FA_BC_BWD keys.
+template <int HDP>
+__device__ void ft_backward_dq(float* dQ, const float* dO, const void* Q, const void* K, const void* V, const float* mask,
+                               const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow,
+                               float scale, int st) {
+    constexpr int BR = FA_BR, BC = FA_BC_BWD, LD = FT_LD(HDP), KS = HDP / 16, NT = BC / 8, DT = HDP / 8;
+    unsigned short* sQ = (unsigned short*)fa_smem;
+    unsigned short* sdO = sQ + BR * LD;
+    unsigned short* sK = sdO + BR * LD;
+    unsigned short* sV = sK + BC * LD;
+    int tiles = (Nq + BR - 1) / BR;
+    int tile = blockIdx.x % tiles, bh = blockIdx.x / tiles;
+    int b = bh / heads, h = bh % heads;
+    int q0 = tile * BR;
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int g = lane / 4, t = lane % 4, r0 = warp * 16;
+    const float* mk = mask ? mask + (long long)b * Nk : 0;
+    long long rowBase = (long long)bh * Nq;
+    ft_load_tile<HDP>(sQ, BR, Q, FMT_BF(st, 1), (long long)b * Nq * qrow + h * hd, q0, Nq, hd, qrow);
+    ft_load_tile<HDP>(sdO, BR, dO, 0, (long long)b * Nq * orow + h * hd, q0, Nq, hd, orow);
+    __syncthreads();
+    unsigned int qa[KS][4], da[KS][4];
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+        ft_a_rows<HDP>(qa[kk], sQ, kk, r0, g, t);
+        ft_a_rows<HDP>(da[kk], sdO, kk, r0, g, t);
+    }
+    // lse and D of the lane's rows g and g+8 (past Nq: lse +inf, so P 0).
+    float L[2], Dr[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int row = q0 + r0 + g + 8 * r;
+        L[r] = row < Nq ? lse[rowBase + row] : FMT_INF;
+        Dr[r] = row < Nq ? D[rowBase + row] : 0.0f;
+    }
+    float acc[DT][4];
+#pragma unroll
+    for (int d = 0; d < DT; d++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[d][i] = 0.0f;
+    for (int k0 = 0; k0 < Nk; k0 += BC) {
+        __syncthreads(); // the last tile's sK, sV reads are done
+        ft_load_tile<HDP>(sK, BC, K, FMT_BF(st, 2), (long long)b * Nk * krow + h * hd, k0, Nk, hd, krow);
+        ft_load_tile<HDP>(sV, BC, V, FMT_BF(st, 3), (long long)b * Nk * vrow + h * hd, k0, Nk, hd, vrow);
+        __syncthreads();
+        // S = Q K^T and dP = dO V^T: s[j], dp[j] hold keys 8j + 2t, +1.
+        float s[NT][4], dp[NT][4];
+#pragma unroll
+        for (int j = 0; j < NT; j++) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) s[j][i] = dp[j][i] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < KS; kk++) {
+                unsigned int kb[2], vb[2];
+                ft_b_cols<HDP>(kb, sK, kk, 8 * j, g, t);
+                ft_b_cols<HDP>(vb, sV, kk, 8 * j, g, t);
+                ft_mma(s[j], qa[kk], kb);
+                ft_mma(dp[j], da[kk], vb);
+            }
+        }
+        // dS into dp.
+#pragma unroll
+        for (int j = 0; j < NT; j++)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                float l = L[i / 2];
+                float p = (l == FMT_INF || !fa_keep(mk, k0 + 8 * j + 2 * t + (i & 1), Nk)) ? 0.0f : expf(s[j][i] * scale - l);
+                dp[j][i] = p * (dp[j][i] - Dr[i / 2]) * scale;
+            }
+        // dQ += dS K over the tile's keys.
+#pragma unroll
+        for (int kk = 0; kk < NT / 2; kk++) {
+            unsigned int dsa[4];
+            ft_a_from_c(dsa, dp[2 * kk], dp[2 * kk + 1]);
+#pragma unroll
+            for (int d = 0; d < DT; d++) {
+                unsigned int b[2];
+                ft_b_rows<HDP>(b, sK, kk, 8 * d, g, t);
+                ft_mma(acc[d], dsa, b);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        int row = q0 + r0 + g + 8 * r;
+        if (row >= Nq) continue;
+        float* gq = dQ + ((long long)b * Nq + row) * qrow + h * hd;
+#pragma unroll
+        for (int d = 0; d < DT; d++)
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                int col = 8 * d + 2 * t + c;
+                if (col < hd) gq[col] += acc[d][2 * r + c];
+            }
+    }
+}
+extern "C" __global__ void flash_attn_backward_dkdv_tc_32(float* dK, float* dV, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int st) {
+    ft_backward_dkdv<32>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, st);
+}
+extern "C" __global__ void flash_attn_backward_dkdv_tc_64(float* dK, float* dV, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int st) {
+    ft_backward_dkdv<64>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, st);
+}
+extern "C" __global__ void flash_attn_backward_dkdv_tc_80(float* dK, float* dV, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int st) {
+    ft_backward_dkdv<80>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, st);
+}
+extern "C" __global__ void flash_attn_backward_dkdv_tc_96(float* dK, float* dV, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int st) {
+    ft_backward_dkdv<96>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, st);
+}
+extern "C" __global__ void flash_attn_backward_dkdv_tc_128(float* dK, float* dV, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int st) {
+    ft_backward_dkdv<128>(dK, dV, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, st);
+}
+
+extern "C" __global__ void flash_attn_backward_dq_tc_32(float* dQ, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int st) {
+    ft_backward_dq<32>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, st);
+}
+extern "C" __global__ void flash_attn_backward_dq_tc_64(float* dQ, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int st) {
+    ft_backward_dq<64>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, st);
+}
+extern "C" __global__ void flash_attn_backward_dq_tc_80(float* dQ, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int st) {
+    ft_backward_dq<80>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, st);
+}
+extern "C" __global__ void flash_attn_backward_dq_tc_96(float* dQ, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int st) {
+    ft_backward_dq<96>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, st);
+}
+extern "C" __global__ void flash_attn_backward_dq_tc_128(float* dQ, const float* dO, const void* Q, const void* K, const void* V, const float* mask, const float* lse, const float* D, int heads, int Nq, int Nk, int hd, int qrow, int krow, int vrow, int orow, float scale, int st) {
+    ft_backward_dq<128>(dQ, dO, Q, K, V, mask, lse, D, heads, Nq, Nk, hd, qrow, krow, vrow, orow, scale, st);
+}

@@ -38,7 +38,7 @@ func TestFlashConstantsMatchSource(t *testing.T) {
 		}
 	}
 	b, _ := newFakeBackend(t, false)
-	nargs := map[flashKind]int{flashForward: 17, flashDKDV: 20, flashDQ: 19, flashForwardTC: 16}
+	nargs := map[flashKind]int{flashForward: 17, flashDKDV: 20, flashDQ: 19, flashForwardTC: 16, flashDKDVTC: 19, flashDQTC: 18}
 	for _, kind := range flashKinds {
 		for _, hdp := range flashHeadDims {
 			if sig, ok := b.sigs[kind.kernel(hdp)]; !ok || len(sig) != nargs[kind] {
@@ -398,7 +398,7 @@ func TestEmulatedFlashAttention(t *testing.T) {
 				if err := b.Synchronize(); err != nil {
 					t.Fatal(err)
 				}
-				checkLaunches(t, c, f, b.forwardKind())
+				checkLaunches(t, c, f, b)
 				checkUntouched(t, c, got)
 				ref.runReference()
 				outTol, gradTol := kernelstest.Tol, kernelstest.Tol
@@ -427,16 +427,16 @@ func TestEmulatedFlashAttention(t *testing.T) {
 // checkLaunches: the fused kernels at the expected padded head dim, and
 // nothing of the cuBLAS path (or the reverse); the dK/dV and dQ kernels
 // only when their gradients are wanted, with the opt-in above 48 KiB.
-func checkLaunches(t *testing.T, c flashCase, f *fakeDevice, forward flashKind) {
+func checkLaunches(t *testing.T, c flashCase, f *fakeDevice, b *Backend) {
 	t.Helper()
 	var want []string
 	if hdp := c.wantKernelsAtHeadDp; hdp != 0 {
-		want = append(want, "attn_rowdot", forward.kernel(hdp))
+		want = append(want, "attn_rowdot", b.flashKind(flashForward).kernel(hdp))
 		if !c.noDK || !c.noDV {
-			want = append(want, flashDKDV.kernel(hdp))
+			want = append(want, b.flashKind(flashDKDV).kernel(hdp))
 		}
 		if !c.noDQ {
-			want = append(want, flashDQ.kernel(hdp))
+			want = append(want, b.flashKind(flashDQ).kernel(hdp))
 		}
 		if len(f.gemms) != 0 {
 			t.Errorf("%s: %d GEMMs on the fused path", c.name, len(f.gemms))
@@ -475,7 +475,7 @@ func TestFlashFallsBackWhereSharedMemoryIsShort(t *testing.T) {
 		if err := b.Synchronize(); err != nil {
 			t.Fatal(err)
 		}
-		checkLaunches(t, c, f, b.forwardKind())
+		checkLaunches(t, c, f, b)
 		if len(f.optIns) != 0 {
 			t.Errorf("%s: opt-ins %v", c.name, f.optIns)
 		}

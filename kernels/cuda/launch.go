@@ -228,13 +228,19 @@ const (
 	flashForward flashKind = iota
 	flashDKDV
 	flashDQ
-	// flashForwardTC is flashForward on tensor cores
-	// (flash_attention_tc.cu): the mixed-precision backend's forward on
-	// sm_80 and later.
+	// flashForwardTC, flashDKDVTC and flashDQTC are the three on tensor
+	// cores (flash_attention_tc.cu): the mixed-precision backend's kernels
+	// on sm_80 and later. They take no bf16 argument (always bf16), and
+	// the dK/dV one owns flashBR keys per block.
 	flashForwardTC
+	flashDKDVTC
+	flashDQTC
 )
 
-var flashKinds = []flashKind{flashForward, flashDKDV, flashDQ, flashForwardTC}
+var flashKinds = []flashKind{flashForward, flashDKDV, flashDQ, flashForwardTC, flashDKDVTC, flashDQTC}
+
+// tensorCores reports a flash_attention_tc.cu kernel.
+func (k flashKind) tensorCores() bool { return k >= flashForwardTC }
 
 // flashHeadDims are the padded head dims the kernels are instantiated for
 // (multiples of 16, flash_attention.cu's thread layout); 80 serves bench-L's
@@ -255,15 +261,20 @@ func flashHeadDim(hd int) int {
 
 // kernel names the instantiation for padded head dim hdp.
 func (k flashKind) kernel(hdp int) string {
-	return fmt.Sprintf("flash_attn_%s_%d", [...]string{"forward", "backward_dkdv", "backward_dq", "forward_tc"}[k], hdp)
+	return fmt.Sprintf("flash_attn_%s_%d", [...]string{"forward", "backward_dkdv", "backward_dq", "forward_tc", "backward_dkdv_tc", "backward_dq_tc"}[k], hdp)
 }
 
 // flashShared is the dynamic shared memory of kind at padded head dim hdp:
 // flash_attention.cu's carve-up, fp32 tiles with rows padded by one float
 // (flash_attention_tc.cu's: bf16 tiles with rows padded by 8 values).
 func flashShared(kind flashKind, hdp int) int {
-	if kind == flashForwardTC { // sQ [BR], sK, sV [BC] of hdp+8 bf16
+	switch kind {
+	case flashForwardTC: // sQ [BR], sK, sV [BC] of hdp+8 bf16
 		return 2 * (flashBR + 2*flashBCFwd) * (hdp + 8)
+	case flashDKDVTC: // sK, sV [BR], sQ, sdO [BC_BWD] of hdp+8 bf16; sL, sD [BC_BWD] floats
+		return 2*(2*flashBR+2*flashBCBwd)*(hdp+8) + 4*2*flashBCBwd
+	case flashDQTC: // sQ, sdO [BR], sK, sV [BC_BWD] of hdp+8 bf16
+		return 2 * (2*flashBR + 2*flashBCBwd) * (hdp + 8)
 	}
 	ld := hdp + 1
 	var floats int
@@ -283,8 +294,11 @@ func flashShared(kind flashKind, hdp int) int {
 // flashBCBwd keys for dK/dV.
 func flashCfg(kind flashKind, d kernels.AttentionDims, hdp int) launchCfg {
 	n, tile := d.Nq, flashBR
-	if kind == flashDKDV {
+	switch kind {
+	case flashDKDV:
 		n, tile = d.Nk, flashBCBwd
+	case flashDKDVTC:
+		n = d.Nk
 	}
 	tiles := (n + tile - 1) / tile
 	return launchCfg{grid: cu.Dim3{X: tiles * d.B * d.Heads, Y: 1, Z: 1}, block: cu.Dim3{X: flashThreads, Y: 1, Z: 1}, shared: flashShared(kind, hdp)}
