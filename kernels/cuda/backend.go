@@ -85,13 +85,12 @@ type Options struct {
 	// backends.
 	HostMemory bool
 	// Attention picks the attention implementation: "fused" for the fused
-	// kernels of flash_attention.cu wherever they apply (head dims up to
-	// 128), the cuBLAS path elsewhere; "gemm" for the cuBLAS path always;
-	// "" for the backend's default: "gemm" with BF16 (the fused kernels
-	// multiply in fp32 FMAs, not tensor cores, so cuBLAS's bf16 tensor-core
-	// GEMMs should be 2–3.5× faster despite moving score blocks through
-	// memory — unmeasured; scripts/gpu-check.sh times both), "fused" in
-	// fp32 (about as fast, without the score blocks' memory).
+	// kernels wherever they apply (head dims up to 128), the cuBLAS path
+	// elsewhere; "gemm" for the cuBLAS path always; "" for the default:
+	// "fused", except with BF16 on a device before sm_80, where the fused
+	// kernels cannot use tensor cores and cuBLAS's bf16 GEMMs should be
+	// 2–3.5× faster despite moving score blocks through memory. (By
+	// estimate, unmeasured: scripts/gpu-check.sh times both.)
 	// $FMTRAIN_CUDA_ATTENTION sets it for the registry's backends.
 	Attention string
 	// FP32Activations makes the mixed-precision backend decline
@@ -109,9 +108,11 @@ const (
 	attnGEMM
 )
 
-func parseAttention(s string, bf16 bool) (attnMode, error) {
+// parseAttention reads Options.Attention for a device of compute
+// capability major.
+func parseAttention(s string, bf16 bool, major int) (attnMode, error) {
 	switch {
-	case s == "fused", s == "" && !bf16:
+	case s == "fused", s == "" && !(bf16 && major < 8):
 		return attnFused, nil
 	case s == "gemm", s == "":
 		return attnGEMM, nil
@@ -183,8 +184,8 @@ func Open(opts Options) (*Backend, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	attention, err := parseAttention(opts.Attention, opts.BF16)
-	if err != nil {
+	// An unknown implementation fails before the device is touched.
+	if _, err := parseAttention(opts.Attention, opts.BF16, 0); err != nil {
 		return nil, err
 	}
 	cacheDir := opts.CacheDir
@@ -206,6 +207,7 @@ func Open(opts Options) (*Backend, error) {
 		g.close()
 		return nil, err
 	}
+	attention, _ := parseAttention(opts.Attention, opts.BF16, g.info().ComputeMajor)
 	b.async, b.hostMemory, b.attention, b.fp32Activations = opts.Async, opts.HostMemory, attention, opts.FP32Activations
 	if !g.info().ConcurrentManagedAccess && !b.hostMemory {
 		// Without concurrent managed access the host may not touch managed

@@ -485,19 +485,21 @@ func TestFlashFallsBackWhereSharedMemoryIsShort(t *testing.T) {
 // TestAttentionOption: FMTRAIN_CUDA_ATTENTION's values.
 func TestAttentionOption(t *testing.T) {
 	for _, c := range []struct {
-		s    string
-		bf16 bool
-		want attnMode
+		s     string
+		bf16  bool
+		major int
+		want  attnMode
 	}{
-		{"", false, attnFused}, {"", true, attnGEMM},
-		{"fused", false, attnFused}, {"fused", true, attnFused},
-		{"gemm", false, attnGEMM}, {"gemm", true, attnGEMM},
+		{"", false, 9, attnFused}, {"", true, 9, attnFused}, {"", true, 8, attnFused},
+		{"", false, 7, attnFused}, {"", true, 7, attnGEMM}, // no bf16 tensor cores before sm_80
+		{"fused", false, 9, attnFused}, {"fused", true, 7, attnFused},
+		{"gemm", false, 9, attnGEMM}, {"gemm", true, 9, attnGEMM},
 	} {
-		if m, err := parseAttention(c.s, c.bf16); err != nil || m != c.want {
-			t.Errorf("parseAttention(%q, bf16 %v) = %v, %v; want %v", c.s, c.bf16, m, err, c.want)
+		if m, err := parseAttention(c.s, c.bf16, c.major); err != nil || m != c.want {
+			t.Errorf("parseAttention(%q, bf16 %v, sm_%d0) = %v, %v; want %v", c.s, c.bf16, c.major, m, err, c.want)
 		}
 	}
-	if _, err := parseAttention("flash", true); err == nil || !strings.Contains(err.Error(), "FMTRAIN_CUDA_ATTENTION") {
+	if _, err := parseAttention("flash", true, 9); err == nil || !strings.Contains(err.Error(), "FMTRAIN_CUDA_ATTENTION") {
 		t.Errorf("parseAttention(flash): %v", err)
 	}
 	t.Setenv("FMTRAIN_CUDA_ATTENTION", "gemm")
