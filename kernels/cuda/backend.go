@@ -26,9 +26,10 @@
 // staged through device scratch from a caching allocator and copied back
 // when written. AllocActivations (kernels.ActivationAllocator) hands out
 // bf16 device storage behind handles the host cannot touch; the ops that
-// take activations read and write it (see bf16Stores and op.act). Work is asynchronous on one stream; call Synchronize before
-// reading results on the host. A CUDA failure is sticky: later ops do
-// nothing and Synchronize returns the first error.
+// take activations read and write it (see bf16Stores and op.act). Work is
+// asynchronous on one stream; call Synchronize before reading results on
+// the host. A CUDA failure is sticky: later ops do nothing and Synchronize
+// returns the first error.
 //
 // A Backend is used by one goroutine at a time (kernels.Backend's contract);
 // each call binds the device's primary context to its OS thread.
@@ -347,11 +348,12 @@ func (b *Backend) AllocActivations(n int) ([]float32, error) {
 		releaseHandle(handle)
 		return nil, fmt.Errorf("kernels/cuda: AllocActivations: %w", err)
 	}
-	lo := uintptr(unsafe.Pointer(unsafe.SliceData(handle)))
+	base := unsafe.Pointer(unsafe.SliceData(handle))
+	lo := uintptr(base)
 	b.stores.handles.add(lo, lo+uintptr(4*n))
 	b.stores.dev[lo] = p
 	b.handles = append(b.handles, handle)
-	return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(handle))), n), nil
+	return unsafe.Slice((*float32)(base), n), nil
 }
 
 // DeviceMemoryInUse is the device's total memory less its free memory:

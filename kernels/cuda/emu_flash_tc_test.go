@@ -70,18 +70,20 @@ func ftLoadTile(t *emuThread, hdp int, tile []float32, rows int, src emuTensor, 
 	}
 }
 
+// ftPlace is ft_place.
+func ftPlace(t *emuThread, n, heads int) (b, h, bh, row0, g, tq, r0 int) {
+	tiles := (n + flashBR - 1) / flashBR
+	bh, lane := t.b.idx/tiles, t.tid%32
+	return bh / heads, bh % heads, bh, (t.b.idx % tiles) * flashBR, lane / 4, lane % 4, (t.tid / 32) * 16
+}
+
 // ftForward is ft_forward.
 func ftForward(t *emuThread, hdp int, O emuTensor, lse []float32, Q, K, V emuTensor, mask []float32, a faArgs) {
 	BR, BC, LD, KS, NT, DT := flashBR, flashBCFwd, hdp+8, hdp/16, flashBCFwd/8, hdp/8
 	sQ := t.b.smem
 	sK := sQ[BR*LD:]
 	sV := sK[BC*LD:]
-	tiles := (a.nq + BR - 1) / BR
-	tile, bh := t.b.idx%tiles, t.b.idx/tiles
-	b, h := bh/a.heads, bh%a.heads
-	q0 := tile * BR
-	warp, lane := t.tid/32, t.tid%32
-	g, tq, r0 := lane/4, lane%4, warp*16
+	b, h, bh, q0, g, tq, r0 := ftPlace(t, a.nq, a.heads)
 	var mk []float32
 	if mask != nil {
 		mk = mask[b*a.nk:]
@@ -231,12 +233,7 @@ func ftBackwardDKDV(t *emuThread, hdp int, dK, dV, dO []float32, Q, K, V emuTens
 	sdO := sQ[BQ*LD:]
 	sL := sdO[BQ*LD:]
 	sD := sL[BQ:]
-	tiles := (a.nk + BK - 1) / BK
-	tile, bh := t.b.idx%tiles, t.b.idx/tiles
-	b, h := bh/a.heads, bh%a.heads
-	k0 := tile * BK
-	warp, lane := t.tid/32, t.tid%32
-	g, tq, r0 := lane/4, lane%4, warp*16
+	b, h, bh, k0, g, tq, r0 := ftPlace(t, a.nk, a.heads)
 	var mk []float32
 	if mask != nil {
 		mk = mask[b*a.nk:]
@@ -318,12 +315,7 @@ func ftBackwardDQ(t *emuThread, hdp int, dQ, dO []float32, Q, K, V emuTensor, ma
 	sdO := sQ[BR*LD:]
 	sK := sdO[BR*LD:]
 	sV := sK[BC*LD:]
-	tiles := (a.nq + BR - 1) / BR
-	tile, bh := t.b.idx%tiles, t.b.idx/tiles
-	b, h := bh/a.heads, bh%a.heads
-	q0 := tile * BR
-	warp, lane := t.tid/32, t.tid%32
-	g, tq, r0 := lane/4, lane%4, warp*16
+	b, h, bh, q0, g, tq, r0 := ftPlace(t, a.nq, a.heads)
 	var mk []float32
 	if mask != nil {
 		mk = mask[b*a.nk:]

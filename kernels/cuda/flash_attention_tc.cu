@@ -61,6 +61,20 @@ __device__ __forceinline__ void ft_load_tile(unsigned short* tile, int rows, con
     }
 }
 
+// ft_place: where a block and lane work. The block owns the tile of FA_BR
+// rows (query rows; keys for dK/dV) starting at row0 of n, of one (b, h)
+// with bh = b*heads + h; the lane (g, t) holds fragment rows g and g+8 of
+// its warp's 16 rows from r0 of the tile.
+struct FtPlace {
+    int b, h, bh, row0, g, t, r0;
+};
+
+__device__ __forceinline__ FtPlace ft_place(int n, int heads) {
+    int tiles = (n + FA_BR - 1) / FA_BR, block = blockIdx.x, tid = threadIdx.x;
+    int bh = block / tiles, lane = tid % 32;
+    return FtPlace{bh / heads, bh % heads, bh, (block % tiles) * FA_BR, lane / 4, lane % 4, (tid / 32) * 16};
+}
+
 // ft_forward: one block per FA_BR query rows of one (b, h); warp w owns
 // rows 16w..16w+15 of the tile, lane (g, t) the rows g and g+8 of those in
 // its S and O fragments. A row's 4 lanes (a quad) reduce its max and sum
@@ -72,12 +86,7 @@ __device__ void ft_forward(void* O, float* lse, const void* Q, const void* K, co
     unsigned short* sQ = (unsigned short*)fa_smem;
     unsigned short* sK = sQ + BR * LD;
     unsigned short* sV = sK + BC * LD;
-    int tiles = (Nq + BR - 1) / BR;
-    int tile = blockIdx.x % tiles, bh = blockIdx.x / tiles;
-    int b = bh / heads, h = bh % heads;
-    int q0 = tile * BR;
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int g = lane / 4, t = lane % 4, r0 = warp * 16;
+    auto [b, h, bh, q0, g, t, r0] = ft_place(Nq, heads);
     const float* mk = mask ? mask + (long long)b * Nk : 0;
     ft_load_tile<HDP>(sQ, BR, Q, FMT_BF(st, 1), (long long)b * Nq * qrow + h * hd, q0, Nq, hd, qrow);
     __syncthreads();
@@ -277,12 +286,7 @@ __device__ void ft_backward_dkdv(float* dK, float* dV, const float* dO, const vo
     unsigned short* sdO = sQ + BQ * LD;
     float* sL = (float*)(sdO + BQ * LD);
     float* sD = sL + BQ;
-    int tiles = (Nk + BK - 1) / BK;
-    int tile = blockIdx.x % tiles, bh = blockIdx.x / tiles;
-    int b = bh / heads, h = bh % heads;
-    int k0 = tile * BK;
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int g = lane / 4, t = lane % 4, r0 = warp * 16;
+    auto [b, h, bh, k0, g, t, r0] = ft_place(Nk, heads);
     const float* mk = mask ? mask + (long long)b * Nk : 0;
     long long rowBase = (long long)bh * Nq;
     ft_load_tile<HDP>(sK, BK, K, FMT_BF(st, 2), (long long)b * Nk * krow + h * hd, k0, Nk, hd, krow);
@@ -383,12 +387,7 @@ __device__ void ft_backward_dq(float* dQ, const float* dO, const void* Q, const 
     unsigned short* sdO = sQ + BR * LD;
     unsigned short* sK = sdO + BR * LD;
     unsigned short* sV = sK + BC * LD;
-    int tiles = (Nq + BR - 1) / BR;
-    int tile = blockIdx.x % tiles, bh = blockIdx.x / tiles;
-    int b = bh / heads, h = bh % heads;
-    int q0 = tile * BR;
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    int g = lane / 4, t = lane % 4, r0 = warp * 16;
+    auto [b, h, bh, q0, g, t, r0] = ft_place(Nq, heads);
     const float* mk = mask ? mask + (long long)b * Nk : 0;
     long long rowBase = (long long)bh * Nq;
     ft_load_tile<HDP>(sQ, BR, Q, FMT_BF(st, 1), (long long)b * Nq * qrow + h * hd, q0, Nq, hd, qrow);
